@@ -1,0 +1,1 @@
+"""Network code and model loading. Works without ComfyUI."""

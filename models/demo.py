@@ -1,0 +1,68 @@
+"""Demo models: small UNTRAINED networks written offline with fixed seeds, so workflows and tests run anywhere.
+
+Their images are noise-like patterns, not faces; they exist to exercise the real loading and sampling code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
+from .checkpoints import save_safetensors
+from .stylegan2 import StyleGAN2Config
+
+logger = logging.getLogger(__name__)
+
+# The main demo generator, written in all three formats with the same weights (so the same fingerprint).
+DEMO_STYLEGAN2 = StyleGAN2Config(z_dim=64, w_dim=64, img_resolution=64, channels=[128, 128, 64, 32, 32],
+                                 architecture="skip", conv_clamp=None, num_fp16_res=0, mapping_layers=4)
+# A conditional StyleGAN2-ADA-like generator with the resnet architecture and conv_clamp, as an NVIDIA pickle.
+DEMO_CONDITIONAL = StyleGAN2Config(z_dim=64, c_dim=4, w_dim=64, img_resolution=32, channels=[64, 64, 32, 32],
+                                   architecture="resnet", conv_clamp=256, num_fp16_res=2, mapping_layers=2)
+
+DEMO_STYLEGAN_FILES = {
+    "demo-untrained-sg2-64.pkl": "nvidia",
+    "demo-untrained-sg2-64-rosinality.pt": "rosinality",
+    "demo-untrained-sg2-64.safetensors": "safetensors",
+    "demo-untrained-sg2-cond-32.pkl": "nvidia-conditional",
+}
+DEMO_DIFFUSERS_FOLDER = "demo-untrained-tiny-sd"
+
+
+def write_demo_stylegan(folder: Path, seed: int = 0) -> list[Path]:
+    """Write the demo StyleGAN checkpoints into `folder`; existing files are kept, never overwritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = make_generator(DEMO_STYLEGAN2, seed=seed)
+    conditional = make_generator(DEMO_CONDITIONAL, seed=seed + 1)
+    writers = {
+        "nvidia": lambda path: write_nvidia_pickle(generator, path),
+        "rosinality": lambda path: write_rosinality(generator, path),
+        "safetensors": lambda path: save_safetensors(generator, path, extra_metadata={"note": "untrained demo"}),
+        "nvidia-conditional": lambda path: write_nvidia_pickle(conditional, path),
+    }
+    written = []
+    for name, kind in DEMO_STYLEGAN_FILES.items():
+        path = folder / name
+        if path.exists():
+            logger.info("%s exists; kept as it is.", path)
+            continue
+        writers[kind](path)
+        written.append(path)
+    return written
+
+
+def write_demo_models(seed: int = 0) -> dict[str, list[Path]]:
+    """Write every demo model into the model folders (host.model_folders), keeping files that exist."""
+    from ..runtime import host
+    from .demo_diffusion import write_tiny_sd_pipeline
+
+    stylegan_folder = host.model_folders("stylegan")[0]
+    diffusers_folder = host.model_folders("diffusers")[0] / DEMO_DIFFUSERS_FOLDER
+    result = {"stylegan": write_demo_stylegan(stylegan_folder, seed=seed), "diffusers": []}
+    if diffusers_folder.exists():
+        logger.info("%s exists; kept as it is.", diffusers_folder)
+    else:
+        write_tiny_sd_pipeline(diffusers_folder, seed=seed)
+        result["diffusers"].append(diffusers_folder)
+    return result

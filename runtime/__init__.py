@@ -1,0 +1,1 @@
+"""Host services (model folders, progress, interruption) and the headless workflow runner."""

@@ -1,0 +1,254 @@
+"""Checkpoint formats: each loads to the same numbers, and bad or unsafe files get clear errors."""
+
+import builtins
+import io
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from stylebridge.models.checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
+from stylebridge.models.checkpoints import (
+    CheckpointError, clear_cache, detect_format, load_stylegan, read_generator, save_safetensors)
+from stylebridge.models.safe_pickle import PersistentWriterRecord, UnsafePickleError, module_state
+from stylebridge.models.stylegan2 import StyleGAN2Config
+
+
+def _render(generator, seed=0):
+    z = torch.randn(2, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    c = None
+    if generator.c_dim:
+        c = torch.nn.functional.one_hot(torch.tensor([0, 1]), generator.c_dim).float()
+    return generator(z, c, truncation_psi=0.7, noise_mode="const")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, tiny_generator):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "pickle": write_nvidia_pickle(tiny_generator, folder / "g.pkl"),
+        "pickle-protocol2": write_nvidia_pickle(tiny_generator, folder / "g2.pkl", protocol=2),
+        "rosinality": write_rosinality(tiny_generator, folder / "g.pt"),
+        "safetensors": save_safetensors(tiny_generator, folder / "g.safetensors"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["pickle", "pickle-protocol2", "rosinality", "safetensors"])
+def test_format_loads_identical_generator(kind, written, tiny_generator):
+    loaded = read_generator(written[kind])
+    assert torch.equal(_render(loaded), _render(tiny_generator))
+    assert loaded.fingerprint == tiny_generator.fingerprint
+
+
+@pytest.mark.parametrize("kind,expected", [("pickle", "pickle"), ("rosinality", "torch-zip"),
+                                           ("safetensors", "safetensors")])
+def test_detect_format_reads_content_not_name(kind, expected, written, tmp_path):
+    disguised = tmp_path / "checkpoint.bin"
+    disguised.write_bytes(written[kind].read_bytes())
+    assert detect_format(disguised) == expected
+
+
+def test_rosinality_legacy_torch_file(tmp_path, tiny_generator):
+    from stylebridge.models.checkpoint_writers import rosinality_state_dict
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"g_ema": rosinality_state_dict(tiny_generator), "latent_avg": tiny_generator.mapping.w_avg},
+               path, _use_new_zipfile_serialization=False)
+    assert detect_format(path) == "torch-legacy"
+    assert torch.equal(_render(read_generator(path)), _render(tiny_generator))
+
+
+def test_rosinality_training_checkpoint_with_namespace(tmp_path, tiny_generator):
+    path = write_rosinality(tiny_generator, tmp_path / "train.pt", training_checkpoint=True)
+    loaded = read_generator(path)
+    z = torch.randn(1, loaded.z_dim)
+    assert torch.equal(loaded(z, None, noise_mode="const"), tiny_generator(z, None, noise_mode="const"))
+    assert loaded.source["w_avg_estimated"] is True
+
+
+def test_rosinality_estimated_w_avg_is_close_to_mean(tmp_path, tiny_generator):
+    loaded = read_generator(write_rosinality(tiny_generator, tmp_path / "train.pt", training_checkpoint=True))
+    z = torch.randn(20000, loaded.z_dim, generator=torch.Generator().manual_seed(9))
+    mean = loaded.mapping(z, None)[:, 0].mean(0)
+    assert torch.allclose(loaded.mapping.w_avg, mean, atol=0.05 * mean.abs().max().item())
+
+
+def test_conditional_resnet_clamped_generator_round_trips(tmp_path):
+    config = StyleGAN2Config(z_dim=16, c_dim=3, w_dim=16, img_resolution=16, channels=[32, 32, 16],
+                             architecture="resnet", conv_clamp=0.5, num_fp16_res=1, mapping_layers=2,
+                             mapping_embed_features=8, mapping_layer_features=24)
+    generator = make_generator(config, seed=3)
+    loaded = read_generator(write_nvidia_pickle(generator, tmp_path / "cond.pkl"))
+    assert loaded.config == config
+    assert torch.equal(_render(loaded), _render(generator))
+
+
+def test_orig_architecture_round_trips(tmp_path):
+    config = StyleGAN2Config(z_dim=16, w_dim=16, img_resolution=16, channels=[16, 16, 16], architecture="orig",
+                             num_fp16_res=0, mapping_layers=2)
+    generator = make_generator(config, seed=4)
+    loaded = read_generator(save_safetensors(generator, tmp_path / "orig.safetensors"))
+    assert torch.equal(_render(loaded), _render(generator))
+
+
+def test_load_stylegan_caches_by_file(written):
+    clear_cache()
+    first = load_stylegan(written["safetensors"])
+    assert load_stylegan(written["safetensors"]) is first
+    assert load_stylegan(written["safetensors"], use_cache=False) is not first
+
+
+def test_load_stylegan_rejects_unknown_dtype(written):
+    with pytest.raises(ValueError, match="dtype 'bf16' is invalid"):
+        load_stylegan(written["safetensors"], dtype="bf16")
+
+
+def test_save_safetensors_refuses_to_overwrite(written, tiny_generator):
+    before = written["safetensors"].read_bytes()
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_safetensors(tiny_generator, written["safetensors"])
+    assert written["safetensors"].read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input.
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*missing.pkl"):
+        read_generator(tmp_path / "missing.pkl")
+
+
+def test_empty_file_is_rejected(tmp_path):
+    path = tmp_path / "empty.pkl"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_generator(path)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "rosinality", "safetensors"])
+def test_truncated_file_is_rejected(kind, written, tmp_path):
+    data = written[kind].read_bytes()
+    path = tmp_path / ("truncated" + written[kind].suffix)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|damaged|not a recognised"):
+        read_generator(path)
+
+
+def test_unknown_format_lists_supported_formats(tmp_path):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"GIF89a not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="Supported formats: NVIDIA network pickle"):
+        read_generator(path)
+
+
+def test_pickle_without_g_ema_is_rejected(tmp_path):
+    path = tmp_path / "other.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}, protocol=4))
+    with pytest.raises(CheckpointError, match="no 'G_ema'"):
+        read_generator(path)
+
+
+def test_torch_file_of_unknown_layout_is_rejected(tmp_path):
+    path = tmp_path / "classifier.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(CheckpointError, match="unknown layout"):
+        read_generator(path)
+
+
+def test_safetensors_without_metadata_is_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="stylebridge convert"):
+        read_generator(path)
+
+
+def test_safetensors_with_wrong_shapes_is_rejected(tmp_path, tiny_generator):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in tiny_generator.state_dict().items()}
+    state["synthesis.b4.const"] = torch.zeros(1, 4, 4)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path), metadata={"format": "stylebridge", "architecture": "stylegan2",
+                                          "config": tiny_generator.config.to_json()})
+    with pytest.raises(CheckpointError, match="synthesis.b4.const has shape"):
+        read_generator(path)
+
+
+class _Exploit:
+    def __init__(self, func, argument):
+        self.func, self.argument = func, argument
+
+    def __reduce__(self):
+        return self.func, (self.argument,)
+
+
+@pytest.mark.parametrize("func_name", ["os.system", "builtins.eval", "builtins.exec", "subprocess.call"])
+def test_pickle_with_code_global_is_rejected_and_not_run(func_name, tmp_path):
+    import subprocess
+
+    marker = tmp_path / "pwned"
+    funcs = {"os.system": os.system, "builtins.eval": builtins.eval, "builtins.exec": builtins.exec,
+             "subprocess.call": subprocess.call}
+    argument = f"touch {marker}" if func_name in ("os.system", "subprocess.call") else \
+        f"open({str(marker)!r}, 'w').close()"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _Exploit(funcs[func_name], argument)}, protocol=4))
+    with pytest.raises(UnsafePickleError, match=func_name.split(".")[1]):
+        read_generator(path)
+    assert not marker.exists()
+
+
+def test_exploit_nested_inside_persistent_state_is_rejected(tmp_path):
+    marker = tmp_path / "pwned"
+    record = PersistentWriterRecord("Generator", module_state({"z_dim": _Exploit(os.system, f"touch {marker}")}, {}))
+    path = tmp_path / "nested.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": record}, protocol=4))
+    with pytest.raises(UnsafePickleError, match="posix.system|os.system"):
+        read_generator(path)
+    assert not marker.exists()
+
+
+def test_embedded_module_source_is_never_executed(tmp_path, tiny_generator):
+    marker = tmp_path / "source_ran"
+    path = write_nvidia_pickle(tiny_generator, tmp_path / "g.pkl")
+    data = path.read_bytes()
+    placeholder = PersistentWriterRecord.module_src.encode()
+    payload = f"open({str(marker)!r}, 'w').close()\n".ljust(len(placeholder)).encode()[: len(placeholder)]
+    assert placeholder in data
+    tampered = tmp_path / "tampered.pkl"
+    tampered.write_bytes(data.replace(placeholder, payload))
+    loaded = read_generator(tampered)
+    assert loaded.fingerprint == tiny_generator.fingerprint
+    assert not marker.exists()
+
+
+def test_torch_file_with_code_is_rejected(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"g_ema": _Exploit(os.system, f"touch {marker}")}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_generator(path)
+    assert not marker.exists()
+
+
+def test_tf_era_pickle_gets_clear_message(tmp_path):
+    # A TF-era pickle references dnnlib.tflib.network._reconstruct_network; write just that global.
+    stream = io.BytesIO()
+    stream.write(b"\x80\x02cdnnlib.tflib.network\n_reconstruct_network\nq\x00.")
+    path = tmp_path / "tf.pkl"
+    path.write_bytes(stream.getvalue())
+    with pytest.raises(CheckpointError, match="TensorFlow-era"):
+        read_generator(path)
+
+
+def test_zip_that_is_not_torch_is_rejected(tmp_path):
+    path = tmp_path / "archive.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(CheckpointError):
+        read_generator(path)
