@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
-from .safe_pickle import PersistentWriterRecord, module_state
+from .safe_pickle import PersistentWriterRecord, dump_persistent, module_state
 from .stylegan2 import Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork
 
 # Attributes of our modules that are StyleBridge bookkeeping, not part of the official objects.
@@ -101,7 +100,7 @@ def write_nvidia_pickle(generator: Generator, path: str | os.PathLike, protocol:
                                 "resolution": generator.img_resolution, "use_labels": generator.c_dim > 0},
     }
     with open(path, "xb") as file:
-        pickle.dump(data, file, protocol=protocol)
+        dump_persistent(data, file, protocol=protocol)
     return path
 
 

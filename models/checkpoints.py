@@ -289,6 +289,9 @@ def save_safetensors(generator: Generator, path: str | os.PathLike, overwrite: b
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # safetensors creates files readable by the owner only.
     os.replace(temporary, path)
     return path
 

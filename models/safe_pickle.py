@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import contextlib
 import io
 import logging
 import pickle
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -200,7 +203,11 @@ def restricted_load(file: BinaryIO, source: str = "<pickle>") -> Any:
 
 @dataclass
 class PersistentWriterRecord:
-    """Helper for writers: pickles as a `torch_utils.persistence` object, so fixtures use the real layout."""
+    """Helper for writers: pickles as a `torch_utils.persistence` object, so fixtures use the real layout.
+
+    Pickle with `dump_persistent()`, which provides the `torch_utils.persistence` module that pickle looks the
+    function up in.
+    """
 
     class_name: str
     state: dict
@@ -210,36 +217,48 @@ class PersistentWriterRecord:
     def __reduce__(self):
         meta = dict(type="class", version=self.version, module_src=self.module_src, class_name=self.class_name,
                     state=self.state)
-        return _persistence_function(), (meta,)
+        return sys.modules["torch_utils.persistence"]._reconstruct_persistent_obj, (meta,)
 
 
-_persistence_stub = {}
+@contextlib.contextmanager
+def _persistence_module():
+    """Make `torch_utils.persistence._reconstruct_persistent_obj` importable while pickling, then remove it.
 
-
-def _persistence_function():
-    """A function importable as `torch_utils.persistence._reconstruct_persistent_obj`, for writing pickles.
-
-    Pickle stores functions by module and name; this registers a small module under that name so that files we
-    write reference the same global as NVIDIA's. The function itself only builds a PersistentRecord.
+    Pickle stores a function by module and name and checks that the name imports back to the same object. When
+    the official torch_utils is already imported its function is used; otherwise a small stand-in module is
+    registered for the duration of the dump, so that it never shadows a real torch_utils imported later.
     """
-    if "func" not in _persistence_stub:
-        import sys
-        import types
+    if "torch_utils.persistence" in sys.modules:
+        yield
+        return
+    added = []
+    package = sys.modules.get("torch_utils")
+    if package is None:
+        package = types.ModuleType("torch_utils")
+        package.__path__ = []
+        sys.modules["torch_utils"] = package
+        added.append("torch_utils")
+    module = types.ModuleType("torch_utils.persistence")
 
-        package = sys.modules.get("torch_utils") or types.ModuleType("torch_utils")
-        module = sys.modules.get("torch_utils.persistence") or types.ModuleType("torch_utils.persistence")
-        if not hasattr(module, "_reconstruct_persistent_obj"):
-            def reconstruct(meta):
-                return _reconstruct_persistent_obj(meta)
+    def reconstruct(meta):
+        return _reconstruct_persistent_obj(meta)
 
-            reconstruct.__module__ = "torch_utils.persistence"
-            reconstruct.__qualname__ = reconstruct.__name__ = "_reconstruct_persistent_obj"
-            module._reconstruct_persistent_obj = reconstruct
-            package.persistence = module
-            sys.modules.setdefault("torch_utils", package)
-            sys.modules.setdefault("torch_utils.persistence", module)
-        _persistence_stub["func"] = module._reconstruct_persistent_obj
-    return _persistence_stub["func"]
+    reconstruct.__module__ = "torch_utils.persistence"
+    reconstruct.__qualname__ = reconstruct.__name__ = "_reconstruct_persistent_obj"
+    module._reconstruct_persistent_obj = reconstruct
+    sys.modules["torch_utils.persistence"] = module
+    added.append("torch_utils.persistence")
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+def dump_persistent(data: Any, file: BinaryIO, protocol: int = 4) -> None:
+    """Pickle `data`, which may contain PersistentWriterRecord objects, into `file`."""
+    with _persistence_module():
+        pickle.dump(data, file, protocol=protocol)
 
 
 def module_state(attributes: dict[str, Any], submodules: dict[str, Any],
@@ -267,4 +286,4 @@ def module_state(attributes: dict[str, Any], submodules: dict[str, Any],
 
 
 __all__ = ["PersistentRecord", "PersistentWriterRecord", "RestrictedUnpickler", "UnsafePickleError", "AttrDict",
-           "restricted_load", "module_state"]
+           "restricted_load", "module_state", "dump_persistent"]

@@ -51,12 +51,16 @@ def sample_w(generator, seed: int, batch_size: int = 1, truncation_psi: float = 
         raise ValueError(f"truncation_cutoff {truncation_cutoff} is out of range; expected 1..{generator.num_ws} "
                          f"(or None for all layers).")
 
-    # 2. Draw z per seed on the CPU, as the official script does, then map on the generator's device.
+    # 2. Draw z per seed on the CPU and map one seed at a time, as the official script does: a batched matrix
+    # product can round differently from a single row, and seed N must give exactly the official latent.
     device = generator.mapping.fc0.weight.device
-    z = torch.cat([seed_to_z(seed + i, generator.z_dim) for i in range(batch_size)]).to(device)
-    c = class_label(generator, class_index, batch_size)
-    c = c.to(device) if c is not None else None
-    ws = generator.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)  # [B, L, W]
+    ws_list = []
+    for index in range(batch_size):
+        z = seed_to_z(seed + index, generator.z_dim).to(device)
+        c = class_label(generator, class_index, 1)
+        c = c.to(device) if c is not None else None
+        ws_list.append(generator.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff))
+    ws = torch.cat(ws_list)  # [B, num_ws, w_dim]
 
     # 3. Keep W when all layers are equal.
     meta = {"seeds": list(range(seed, seed + batch_size)), "truncation_psi": truncation_psi,

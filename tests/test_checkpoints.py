@@ -12,7 +12,7 @@ import torch
 from stylebridge.models.checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
 from stylebridge.models.checkpoints import (
     CheckpointError, clear_cache, detect_format, load_stylegan, read_generator, save_safetensors)
-from stylebridge.models.safe_pickle import PersistentWriterRecord, UnsafePickleError, module_state
+from stylebridge.models.safe_pickle import PersistentWriterRecord, UnsafePickleError, dump_persistent, module_state
 from stylebridge.models.stylegan2 import StyleGAN2Config
 
 
@@ -207,7 +207,8 @@ def test_exploit_nested_inside_persistent_state_is_rejected(tmp_path):
     marker = tmp_path / "pwned"
     record = PersistentWriterRecord("Generator", module_state({"z_dim": _Exploit(os.system, f"touch {marker}")}, {}))
     path = tmp_path / "nested.pkl"
-    path.write_bytes(pickle.dumps({"G_ema": record}, protocol=4))
+    with open(path, "wb") as file:
+        dump_persistent({"G_ema": record}, file)
     with pytest.raises(UnsafePickleError, match="posix.system|os.system"):
         read_generator(path)
     assert not marker.exists()
