@@ -1,8 +1,7 @@
 """FIR filtering with up/downsampling (upfirdn2d) in plain PyTorch, for StyleGAN's resampling filters.
 
-Filters are kept 1-D and applied separably: every filter that StyleGAN2 uses is the outer product of a 1-D
-filter with itself, so two 1-D passes give the same result as the 2-D filter at a fraction of the cost.
-`upfirdn2d_reference` is the direct 2-D definition; tests compare the separable path against it.
+Filters are kept 1-D: every filter that StyleGAN2 uses is the outer product of a 1-D filter with itself.
+`upfirdn2d_reference` is the direct definition with the 2-D filter; tests compare both fast paths against it.
 """
 
 from __future__ import annotations
@@ -58,23 +57,33 @@ def upfirdn2d(
     down: int = 1,                          # Downsampling factor, by dropping samples.
     padding: int | Sequence[int] = 0,       # Padding of the upsampled image; negative values crop.
     gain: float = 1.0,                      # Overall gain applied to the 2-D filter.
+    separable: bool | None = None,          # Filter in two 1-D passes; None = only for filters over 6 taps.
 ) -> torch.Tensor:
-    """Upsample, pad, FIR-filter (true convolution) and downsample a batch of images, separably."""
+    """Upsample, pad, FIR-filter (true convolution) and downsample a batch of images.
+
+    Short filters run as one depthwise 2-D convolution, which oneDNN executes faster on the CPU than two 1-D
+    passes (measured for StyleGAN2's 4-tap filter); long filters run separably.
+    """
     if f is None:
         f = torch.ones([1], dtype=torch.float32, device=x.device)
     px0, px1, py0, py1 = _parse_padding(padding)
     channels = x.shape[1]
+    if separable is None:
+        separable = f.numel() > 6
 
     if up > 1:
         x = _insert_zeros(x, up)
     x = _pad_or_crop(x, px0, px1, py0, py1)
 
-    # Convolve (flip, since conv2d computes correlation) along x, then along y; the gain goes on one pass.
-    taps = (f * gain).to(x.dtype).flip(0)
-    kernel_x = taps.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    kernel_y = f.to(x.dtype).flip(0).reshape(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    x = F.conv2d(x, kernel_x, groups=channels)
-    x = F.conv2d(x, kernel_y, groups=channels)
+    # Flip the taps, since conv2d computes correlation and the filter is defined as a convolution.
+    taps = f.to(x.dtype).flip(0)
+    if separable:
+        kernel_x = (taps * gain).reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+        kernel_y = taps.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+        x = F.conv2d(F.conv2d(x, kernel_x, groups=channels), kernel_y, groups=channels)
+    else:
+        kernel = (torch.outer(taps, taps) * gain)[None, None].repeat(channels, 1, 1, 1)
+        x = F.conv2d(x, kernel, groups=channels)
 
     if down > 1:
         x = x[:, :, ::down, ::down]

@@ -45,12 +45,25 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "line
              clamp: float | None = None, dim: int = 1) -> torch.Tensor:
     """Add a bias along `dim`, apply the activation, scale by its gain and clamp to +-clamp."""
     func, default_gain = _ACTIVATIONS[activation]
+    gain = default_gain if gain is None else gain
     if bias is not None:
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + bias.reshape(shape)
+
+    # Without autograd, work in place on the fresh tensor from the bias addition to save memory passes.
+    if bias is not None and not (torch.is_grad_enabled() and x.requires_grad):
+        if activation == "lrelu":
+            F.leaky_relu_(x, 0.2)
+        elif activation != "linear":
+            x = func(x)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None and clamp >= 0:
+            x.clamp_(-clamp, clamp)
+        return x
+
     x = func(x)
-    gain = default_gain if gain is None else gain
     if gain != 1:
         x = x * gain
     if clamp is not None and clamp >= 0:
@@ -175,11 +188,7 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,  # 1-D filter for up = 2.
     demodulate: bool = True,            # Normalise each output channel's weights to unit norm.
 ) -> torch.Tensor:
-    """StyleGAN2's modulated convolution: scale input channels by `styles`, convolve, then demodulate.
-
-    Modulation and demodulation are applied to the activations instead of building per-sample weights, which is
-    the same product and lets the whole batch share one ordinary convolution.
-    """
+    """StyleGAN2's modulated convolution: scale input channels by `styles`, convolve, then demodulate."""
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     assert x.shape[1] == in_channels, f"expected {in_channels} input channels, got {x.shape[1]}"  # [NIHW]
@@ -195,24 +204,36 @@ def modulated_conv2d(
         w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [NOIkk]
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [NO]
 
-    x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
-    weight = weight.to(x.dtype)
-    if up == 1:
-        x = F.conv2d(x, weight, padding=padding)
+    if batch_size == 1:
+        # One sample: scale the weights, which is cheaper than scaling the activations twice.
+        weight = weight * styles.reshape(1, -1, 1, 1)  # [OIkk]
+        if dcoefs is not None:
+            weight = weight * dcoefs.reshape(-1, 1, 1, 1)
+        x = _conv(x, weight.to(x.dtype), up, padding, resample_filter)
     else:
-        # Transposed convolution on the zero-inserted grid, then the resampling filter: the official
-        # conv2d_resample order for up = 2 with "convolution" (not correlation) weights.
-        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
-        taps = resample_filter.numel()
-        pad0 = (taps + up - 1) // 2 + padding - (kw - 1)
-        pad1 = (taps - up) // 2 + padding - (kw - up)
-        x = upfirdn2d(x, resample_filter, padding=[pad0, pad1, pad0, pad1], gain=up * up)
+        # Several samples: scale the activations so the whole batch shares one ordinary convolution.
+        x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        x = _conv(x, weight.to(x.dtype), up, padding, resample_filter)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
 
-    if dcoefs is not None:
-        x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, up: int, padding: int,
+          resample_filter: torch.Tensor | None) -> torch.Tensor:
+    """Stride-1 convolution, or for up = 2 the official conv2d_resample order: a transposed convolution on the
+    zero-inserted grid with "convolution" (not correlation) weights, then the resampling filter."""
+    if up == 1:
+        return F.conv2d(x, weight, padding=padding)
+    kw = weight.shape[-1]
+    x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
+    taps = resample_filter.numel()
+    pad0 = (taps + up - 1) // 2 + padding - (kw - 1)
+    pad1 = (taps - up) // 2 + padding - (kw - up)
+    return upfirdn2d(x, resample_filter, padding=[pad0, pad1, pad0, pad1], gain=up * up)
 
 
 class SynthesisLayer(torch.nn.Module):
@@ -247,13 +268,15 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0,
-                noise_generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, noise_mode: str = "random", gain: float = 1.0,
+                noise_generator: torch.Generator | None = None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the layer on `x`; `styles` [N, in_channels], when given, replaces `self.affine(w)` (w is unused)."""
         assert noise_mode in NOISE_MODES, f"noise_mode {noise_mode!r} not in {NOISE_MODES}"
         in_resolution = self.resolution // self.up
         assert x.shape[1:] == (self.in_channels, in_resolution, in_resolution), \
             f"expected [N, {self.in_channels}, {in_resolution}, {in_resolution}], got {list(x.shape)}"
-        styles = self.affine(w)
+        if styles is None:
+            styles = self.affine(w)
 
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -281,8 +304,11 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Project `x` to RGB; `styles` [N, in_channels], when given, replaces `self.affine(w)` (before weight_gain)."""
+        if styles is None:
+            styles = self.affine(w)
+        styles = styles * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -433,39 +459,65 @@ class SynthesisBlock(torch.nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter)
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "random",
-                force_fp32: bool = False, noise_generator: torch.Generator | None = None):
-        assert ws.shape[1] == self.num_conv + self.num_torgb, f"block {self.resolution}: ws shape {list(ws.shape)}"
-        w_iter = iter(ws.unbind(dim=1))
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor | None,
+                noise_mode: str = "random", force_fp32: bool = False, noise_generator: torch.Generator | None = None,
+                styles: list[torch.Tensor] | None = None):
+        """Run the block from its W+ slice `ws` [N, num_conv + num_torgb, w_dim], or from `styles`.
+
+        `styles`, when given, holds the affine outputs of the block's layers in order (conv0, conv1, torgb), each
+        [N, in_channels of that layer]; `ws` is then unused and may be None.
+        """
+        if styles is None:
+            assert ws.shape[1] == self.num_conv + self.num_torgb, f"block {self.resolution}: ws shape {list(ws.shape)}"
+            inputs = iter([(w, None) for w in ws.unbind(dim=1)])
+            reference = ws
+        else:
+            assert len(styles) == self.num_conv + self.num_torgb, f"block {self.resolution}: {len(styles)} styles"
+            inputs = iter([(None, s) for s in styles])
+            reference = styles[0]
+        use_fp16 = self.use_fp16 and not force_fp32 and reference.device.type == "cuda"
         dtype = torch.float16 if use_fp16 else torch.float32
         layer_kwargs = dict(noise_mode=noise_mode, noise_generator=noise_generator)
 
         # Input.
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([reference.shape[0], 1, 1, 1])
         else:
             x = x.to(dtype=dtype)
 
         # Main layers.
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), **layer_kwargs)
+            w, s = next(inputs)
+            x = self.conv1(x, w, styles=s, **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **layer_kwargs)
+            w, s = next(inputs)
+            x = self.conv0(x, w, styles=s, **layer_kwargs)
+            w, s = next(inputs)
+            x = self.conv1(x, w, styles=s, gain=np.sqrt(0.5), **layer_kwargs)
             x = y + x
         else:
-            x = self.conv0(x, next(w_iter), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), **layer_kwargs)
+            w, s = next(inputs)
+            x = self.conv0(x, w, styles=s, **layer_kwargs)
+            w, s = next(inputs)
+            x = self.conv1(x, w, styles=s, **layer_kwargs)
 
         # ToRGB, summed over resolutions in the skip architecture.
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter)).to(torch.float32)
+            w, s = next(inputs)
+            y = self.torgb(x, w, styles=s).to(torch.float32)
             img = img + y if img is not None else y
         return x, img
+
+    def style_layers(self) -> list[torch.nn.Module]:
+        """The block's layers that take a style, in the order `forward` runs them (conv0, conv1, torgb)."""
+        layers = [self.conv0] if self.in_channels != 0 else []
+        layers.append(self.conv1)
+        if self.is_last or self.architecture == "skip":
+            layers.append(self.torgb)
+        return layers
 
 
 class SynthesisNetwork(torch.nn.Module):
@@ -514,6 +566,63 @@ class SynthesisNetwork(torch.nn.Module):
             x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32,
                            noise_generator=noise_generator)
         return img
+
+    # Style space (StyleGAN2 only): S is the list of every affine output, one tensor [N, in_channels] per
+    # SynthesisLayer and ToRGBLayer, in the order the layers run.
+
+    def style_layer_names(self) -> list[str]:
+        """Module names of the layers that take a style ("b4.conv1", "b4.torgb", "b8.conv0", ...), in S order."""
+        names = []
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            for layer in block.style_layers():
+                names.append(f"b{res}.{layer_name(block, layer)}")
+        return names
+
+    def ws_to_styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """Compute S from W+ [N, num_ws, w_dim]: each layer's affine output, exactly as `forward` computes it."""
+        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
+            f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+        ws = ws.to(torch.float32)
+        styles = []
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            for layer, w in zip(block.style_layers(), block_ws.unbind(dim=1)):
+                styles.append(layer.affine(w))  # [N, in_channels]
+        return styles
+
+    def synthesis_from_styles(self, styles: list[torch.Tensor], noise_mode: str = "random",
+                              force_fp32: bool | None = None,
+                              noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Render images [N, C, H, W] from S (see `ws_to_styles`); equal to `forward` on the W+ that gave S."""
+        layers = [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").style_layers()]
+        assert len(styles) == len(layers), f"expected {len(layers)} style tensors, got {len(styles)}"
+        for index, (layer, style) in enumerate(zip(layers, styles)):
+            assert style.ndim == 2 and style.shape[1] == layer.in_channels, \
+                f"style {index} must be [N, {layer.in_channels}], got {list(style.shape)}"
+        if force_fp32 is None:
+            force_fp32 = self.force_fp32_default
+        x = img = None
+        s_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            count = block.num_conv + block.num_torgb
+            block_styles = [style.to(torch.float32) for style in styles[s_idx:s_idx + count]]
+            s_idx += count
+            x, img = block(x, img, None, noise_mode=noise_mode, force_fp32=force_fp32,
+                           noise_generator=noise_generator, styles=block_styles)
+        return img
+
+
+def layer_name(block: SynthesisBlock, layer: torch.nn.Module) -> str:
+    """Attribute name of `layer` inside `block` ("conv0", "conv1" or "torgb")."""
+    for name in ("conv0", "conv1", "torgb"):
+        if getattr(block, name, None) is layer:
+            return name
+    raise ValueError(f"{type(layer).__name__} is not a layer of block b{block.resolution}.")
 
 
 class Generator(torch.nn.Module):

@@ -12,10 +12,11 @@ from stylebridge.models.stylegan2 import StyleGAN2Config, bias_act, channels_for
 
 @pytest.mark.parametrize("up,down,padding", [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, 1), (2, 2, [1, 2, 0, 3]),
                                              (1, 1, [-1, 2, 1, -1])])
-def test_upfirdn2d_separable_matches_2d(up, down, padding):
+@pytest.mark.parametrize("separable", [True, False])
+def test_upfirdn2d_matches_reference(up, down, padding, separable):
     x = torch.randn(2, 3, 9, 7, generator=torch.Generator().manual_seed(0))
     f = setup_filter([1, 3, 3, 1])
-    fast = upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up * up)
+    fast = upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up * up, separable=separable)
     reference = upfirdn2d_reference(x, f, up=up, down=down, padding=padding, gain=up * up)
     assert fast.shape == reference.shape
     assert torch.allclose(fast, reference, atol=1e-6)
@@ -33,6 +34,18 @@ def test_upsample2d_doubles_size_and_keeps_constant():
 def test_setup_filter_rejects_2d_taps():
     with pytest.raises(ValueError, match="1-D"):
         setup_filter([[1, 2], [3, 4]])
+
+
+def test_bias_act_in_place_path_equals_autograd_path():
+    x = torch.randn(4, 5, 3, 3, generator=torch.Generator().manual_seed(4))
+    bias = torch.randn(5)
+    with torch.no_grad():
+        in_place = bias_act(x, bias, "lrelu", gain=1.7, clamp=0.8)
+    graph_input = x.clone().requires_grad_(True)
+    with_grad = bias_act(graph_input, bias, "lrelu", gain=1.7, clamp=0.8)
+    with_grad.sum().backward()
+    assert torch.equal(in_place, with_grad.detach())
+    assert graph_input.grad is not None
 
 
 def test_bias_act_lrelu_gain_and_clamp():
@@ -62,24 +75,26 @@ def _per_sample_modulated_conv(x, weight, styles, demodulate, up=1, f=None):
 
 
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_modulated_conv2d_matches_per_sample_weights(demodulate):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_modulated_conv2d_matches_per_sample_weights(demodulate, batch_size):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 8, 6, 6, generator=g)
+    x = torch.randn(batch_size, 8, 6, 6, generator=g)
     weight = torch.randn(5, 8, 3, 3, generator=g)
-    styles = torch.randn(3, 8, generator=g)
+    styles = torch.randn(batch_size, 8, generator=g)
     out = modulated_conv2d(x, weight, styles, padding=1, demodulate=demodulate)
     assert torch.allclose(out, _per_sample_modulated_conv(x, weight, styles, demodulate), atol=1e-5)
 
 
-def test_modulated_conv2d_upsampling_matches_direct_definition():
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_modulated_conv2d_upsampling_matches_direct_definition(batch_size):
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 4, 5, 5, generator=g)
+    x = torch.randn(batch_size, 4, 5, 5, generator=g)
     weight = torch.randn(6, 4, 3, 3, generator=g)
-    styles = torch.randn(2, 4, generator=g)
+    styles = torch.randn(batch_size, 4, generator=g)
     f = setup_filter([1, 3, 3, 1])
     out = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f)
     reference = _per_sample_modulated_conv(x, weight, styles, True, up=2, f=f)
-    assert out.shape == (2, 6, 10, 10)
+    assert out.shape == (batch_size, 6, 10, 10)
     assert reference.shape == out.shape
     assert torch.allclose(out, reference, atol=1e-5)
 
