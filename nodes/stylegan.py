@@ -86,7 +86,7 @@ class StyleGANGenerate:
             "noise_mode": (NOISE_MODES, {"default": "const",
                                          "tooltip": "Per-pixel noise: const = the stored noise (reproducible, as "
                                                     "gen_images.py), random = new noise, none = no noise."}),
-            "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                    "tooltip": "Seed of the random noise; used only when noise_mode is random."}),
         }}
 
