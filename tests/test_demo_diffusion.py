@@ -8,8 +8,9 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from stylebridge.models.demo_diffusion import BOS_TOKEN, EOS_TOKEN, MAX_TOKENS, write_tiny_sd_pipeline
 from transformers import CLIPTokenizer
+
+from stylebridge.models.demo_diffusion import BOS_TOKEN, EOS_TOKEN, MAX_TOKENS, write_tiny_sd_pipeline
 
 WEIGHT_FILES = (
     "unet/diffusion_pytorch_model.safetensors",

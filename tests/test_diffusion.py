@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 from diffusers import PNDMScheduler, StableDiffusionPipeline
+
 from stylebridge.models import diffusion
 from stylebridge.models.demo_diffusion import write_tiny_sd_pipeline
 from stylebridge.nodes.diffusion import NODE_CLASS_MAPPINGS, DiffusionSample, LoadDiffusionModel
