@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # (a diffusers pipeline is a folder with model_index.json).
 MODEL_FOLDERS: dict[str, set[str]] = {
     "stylegan": {".pkl", ".pt", ".pth", ".safetensors"},
+    "directions": {".npy", ".npz", ".pt", ".pth", ".safetensors"},  # edit directions in W (models/directions.py)
     "diffusers": set(),
 }
 

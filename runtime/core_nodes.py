@@ -1,0 +1,406 @@
+"""Standalone versions of ComfyUI's core LoadImage, SaveImage and PreviewImage nodes.
+
+They keep ComfyUI's class names, input names, socket types and outputs (comfyanonymous/ComfyUI, nodes.py and
+folder_paths.py), so one workflow file runs in ComfyUI and in StyleBridge's runner. They are registered only in
+the standalone runner and never exported to ComfyUI, which has its own.
+
+Differences from ComfyUI, all on the safe side:
+- SaveImage and PreviewImage open each file with exclusive create, so an existing file is never overwritten:
+  the counter moves on instead.
+- A filename_prefix that leads outside the output folder, also through a symbolic link, is rejected before the
+  run starts.
+- LoadImage scales 16-bit grayscale PNGs by 1/65535. ComfyUI's converts them to 8-bit RGB, which clips most
+  values to white.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import random
+import re
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, ImageSequence
+from PIL.PngImagePlugin import PngInfo
+
+from . import host
+
+logger = logging.getLogger(__name__)
+
+# Formats whose extra frames are not a sequence (in MPO the second frame is a stereo or depth view). ComfyUI
+# loads only their first frame too.
+SINGLE_FRAME_FORMATS = ("MPO",)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"})
+# Pillow modes with 16-bit (or wider) integer samples.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<folder>input|output|temp)\]$")
+_MISSING_ALPHA_MASK_SIZE = 64  # ComfyUI returns a 64x64 zero mask for images without alpha
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def list_input_images() -> list[str]:
+    """Image file names directly inside host.input_dir(), sorted (ComfyUI lists top-level files only)."""
+    folder = host.input_dir()
+    if not folder.is_dir():
+        return []
+    names = []
+    for entry in folder.iterdir():
+        if not entry.is_file():
+            continue
+        mime = mimetypes.guess_type(entry.name)[0] or ""
+        if entry.suffix.lower() in IMAGE_SUFFIXES or mime.startswith("image/"):
+            names.append(entry.name)
+    return sorted(names)
+
+
+def resolve_image_path(name: str) -> Path:
+    """Return the file for a LoadImage value: a path relative to the input folder, optionally annotated.
+
+    "photo.png [output]" and "photo.png [temp]" refer to the output and temp folders, as in ComfyUI.
+
+    Raises:
+        ValueError: for an empty name, an absolute path or one that leads outside its folder.
+        FileNotFoundError: when the file does not exist.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"Invalid image name {name!r}: expected a file name inside {host.input_dir()}.")
+    folder = host.input_dir()
+    match = _ANNOTATION.match(name)
+    if match:
+        name = match.group("name")
+        folder = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}[match.group("folder")]()
+    if Path(name).is_absolute():
+        raise ValueError(f"Image name {name!r} is an absolute path; LoadImage reads files relative to {folder}. "
+                         f"Copy the file there and pass its name.")
+    base = folder.resolve()
+    path = (base / name).resolve()
+    if base not in path.parents:
+        raise ValueError(f"Image name {name!r} points outside the folder {folder}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file not found: {path}. Put the image in {folder} and pass its file name.")
+    return path
+
+
+def _frame_to_rgb(frame: Image.Image) -> np.ndarray:
+    """Convert one frame to float32 RGB [H, W, 3] in 0..1."""
+    if frame.mode in SIXTEEN_BIT_MODES:
+        # NOTE: mode "I" is assumed to contain 16-bit samples (what Pillow gives for 16-bit PNGs), so 32-bit
+        # TIFF values above 65535 clip to 1.
+        gray = np.asarray(frame, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+    if frame.mode == "F":
+        gray = np.clip(np.asarray(frame, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _frame_alpha(frame: Image.Image) -> np.ndarray | None:
+    """Alpha channel [H, W] in 0..1, or None when the frame has no transparency."""
+    if "A" in frame.getbands():
+        return np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+    if frame.mode == "P" and "transparency" in frame.info:
+        return np.asarray(frame.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+    return None
+
+
+def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load an image file as ComfyUI does: (IMAGE [B, H, W, 3] float32 0..1, MASK [B, H, W] float32 0..1).
+
+    EXIF orientation is applied. Each frame of an animated file is one batch entry, and frames whose size
+    differs from the first are skipped. MASK is 1 - alpha. Without alpha it is zeros of shape [B, 64, 64], as
+    in ComfyUI.
+    """
+    rgb_frames: list[np.ndarray] = []
+    alphas: list[np.ndarray | None] = []
+    with Image.open(path) as image:
+        image_format = image.format
+        for index, frame in enumerate(ImageSequence.Iterator(image)):
+            frame = ImageOps.exif_transpose(frame)
+            rgb = _frame_to_rgb(frame)
+            if rgb_frames and rgb.shape != rgb_frames[0].shape:
+                logger.warning("%s: frame %d is %dx%d, unlike the first frame (%dx%d); it is skipped.", path,
+                               index, rgb.shape[1], rgb.shape[0], rgb_frames[0].shape[1], rgb_frames[0].shape[0])
+                continue
+            rgb_frames.append(rgb)
+            alphas.append(_frame_alpha(frame))
+            if image_format in SINGLE_FRAME_FORMATS:
+                break
+
+    images = torch.from_numpy(np.stack(rgb_frames))  # [B, H, W, 3]
+    if all(alpha is None for alpha in alphas):
+        masks = torch.zeros((len(rgb_frames), _MISSING_ALPHA_MASK_SIZE, _MISSING_ALPHA_MASK_SIZE),
+                            dtype=torch.float32)
+    else:
+        height, width = rgb_frames[0].shape[:2]
+        opaque = np.ones((height, width), dtype=np.float32)
+        masks = 1.0 - torch.from_numpy(np.stack([opaque if alpha is None else alpha for alpha in alphas]))
+    return images, masks
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LoadImage:
+    """Load an image from the input folder, with its alpha channel as a mask."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (list_input_images(), {
+            "image_upload": True,
+            "tooltip": "Image file in the input folder (STYLEBRIDGE_HOME/input when run standalone).",
+        })}}
+
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+    DESCRIPTION = "Loads an image file; MASK is 1 - alpha (zeros when the image has no alpha)."
+
+    def load_image(self, image: str):
+        return load_image_file(resolve_image_path(image))
+
+    @classmethod
+    def IS_CHANGED(cls, image: str):
+        return file_sha256(resolve_image_path(image))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image: str):
+        # Declaring `image` here also skips the COMBO list check, so files in subfolders and annotated names
+        # ("x.png [output]") are accepted, as in ComfyUI.
+        try:
+            resolve_image_path(image)
+        except (ValueError, FileNotFoundError) as exc:
+            return f"Invalid image file: {exc}"
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Saving.
+
+
+def _expand_prefix_variables(prefix: str, width: int, height: int) -> str:
+    """Replace %width%, %height%, %year%, %month%, %day%, %hour%, %minute% and %second% (ComfyUI's set)."""
+    if "%" not in prefix:
+        return prefix
+    now = time.localtime()
+    replacements = {
+        "%width%": str(width), "%height%": str(height), "%year%": str(now.tm_year),
+        "%month%": f"{now.tm_mon:02}", "%day%": f"{now.tm_mday:02}", "%hour%": f"{now.tm_hour:02}",
+        "%minute%": f"{now.tm_min:02}", "%second%": f"{now.tm_sec:02}",
+    }
+    for token, value in replacements.items():
+        prefix = prefix.replace(token, value)
+    return prefix
+
+
+def split_filename_prefix(prefix: str, folder: Path) -> tuple[str, str]:
+    """Split a filename_prefix into (subfolder, file name prefix), checking it stays inside `folder`.
+
+    Raises:
+        ValueError: when the prefix is empty, absolute, or leads outside `folder` (through ".." or a symbolic
+            link), naming the prefix and the folder.
+    """
+    normalized = Path(prefix.replace("\\", "/"))
+    if not prefix.strip() or normalized.name in ("", ".", ".."):
+        raise ValueError(f"filename_prefix {prefix!r} has no file name part; use a prefix such as 'ComfyUI' or "
+                         f"'portraits/face'.")
+    if normalized.is_absolute():
+        raise ValueError(f"filename_prefix {prefix!r} is an absolute path; it must be relative to the output "
+                         f"folder {folder}, such as 'ComfyUI' or 'portraits/face'.")
+    base = folder.resolve()
+    parent = (base / normalized.parent).resolve()
+    if parent != base and base not in parent.parents:
+        raise ValueError(f"filename_prefix {prefix!r} points outside the output folder {folder}; use a relative "
+                         f"prefix without '..', such as 'ComfyUI' or 'portraits/face'.")
+    subfolder = parent.relative_to(base).as_posix()
+    return ("" if subfolder == "." else subfolder), normalized.name
+
+
+def _next_counter(folder: Path, name: str) -> int:
+    """1 + the highest counter of existing `{name}_NNNNN_` files, as ComfyUI's get_save_image_path computes it."""
+    pattern = re.compile(re.escape(name).replace(re.escape("%batch_num%"), r"\d+") + r"_(\d+)_", re.IGNORECASE)
+    highest = 0
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = pattern.match(entry.name)
+            if match:
+                highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def _png_metadata(prompt: Any, extra_pnginfo: Any) -> PngInfo:
+    metadata = PngInfo()
+    if prompt is not None:
+        metadata.add_text("prompt", json.dumps(prompt, default=repr))
+    if isinstance(extra_pnginfo, dict):
+        for key, value in extra_pnginfo.items():
+            metadata.add_text(key, json.dumps(value, default=repr))
+    return metadata
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    # Truncation (not rounding) to 8 bits matches ComfyUI's SaveImage byte for byte.
+    array = np.clip(255.0 * image.detach().to("cpu", torch.float32).numpy(), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    return Image.fromarray(array)
+
+
+def _write_png_exclusive(path: Path, picture: Image.Image, metadata: PngInfo, compress_level: int) -> None:
+    """Write a PNG to a new file, raising FileExistsError instead of overwriting an existing one."""
+    with open(path, "xb") as handle:
+        try:
+            picture.save(handle, format="PNG", pnginfo=metadata, compress_level=compress_level)
+        except BaseException:
+            handle.close()
+            path.unlink(missing_ok=True)  # remove only the file this call created
+            raise
+
+
+def save_png_batch(images: torch.Tensor, filename_prefix: str, folder: Path, folder_type: str, *,
+                   compress_level: int, prompt: Any = None, extra_pnginfo: Any = None) -> list[dict]:
+    """Write each image of a batch as `{prefix}_{counter:05}_.png` and return ComfyUI's UI entries.
+
+    The counter starts after the highest one already in the folder, and every file is opened with exclusive
+    create: if a name is taken (by another process, say), the counter moves on, so no file is overwritten.
+
+    Args:
+        images: IMAGE tensor [B, H, W, C] (or [H, W, C]) in 0..1 with C = 1, 3 or 4.
+        filename_prefix: relative prefix, may contain subfolders and %width%/%height%/%date% variables and
+            %batch_num%.
+        folder: the output (or temp) folder.
+        folder_type: "output" or "temp", reported in the UI entries.
+
+    Returns:
+        [{"filename", "subfolder", "type"}], one per image.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an IMAGE tensor [B, H, W, C], got {type(images).__name__}.")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"images must have shape [B, H, W, C] with C in (1, 3, 4), got {list(images.shape)}.")
+
+    prefix = _expand_prefix_variables(filename_prefix, images.shape[2], images.shape[1])
+    subfolder, name = split_filename_prefix(prefix, folder)
+    target = folder / subfolder if subfolder else folder
+    target.mkdir(parents=True, exist_ok=True)
+    counter = _next_counter(target, name)
+    metadata = _png_metadata(prompt, extra_pnginfo)
+
+    results = []
+    for batch_number, image in enumerate(images):
+        picture = _to_pil(image)
+        base = name.replace("%batch_num%", str(batch_number))
+        while True:
+            file_name = f"{base}_{counter:05}_.png"
+            path = target / file_name
+            try:
+                _write_png_exclusive(path, picture, metadata, compress_level)
+            except FileExistsError:
+                counter += 1
+                continue
+            break
+        logger.debug("Saved %s", path)
+        results.append({"filename": file_name, "subfolder": subfolder, "type": folder_type})
+        counter += 1
+    return results
+
+
+class SaveImage:
+    """Save images as PNG files in the output folder, with the prompt and workflow embedded."""
+
+    FOLDER_TYPE = "output"
+    COMPRESS_LEVEL = 4
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The images to save."}),
+                "filename_prefix": ("STRING", {
+                    "default": "ComfyUI",
+                    "tooltip": "File name prefix, relative to the output folder; may contain subfolders and "
+                               "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%.",
+                }),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+    CATEGORY = "image"
+    DESCRIPTION = "Saves the input images to the output folder."
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix: str | None = None):
+        if filename_prefix is None:  # linked from another node: checked when the node runs
+            return True
+        try:
+            split_filename_prefix(_expand_prefix_variables(filename_prefix, 0, 0), host.output_dir())
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    def folder(self) -> Path:
+        # Read at call time, not in __init__, so the runner's per-run output folder applies.
+        return host.output_dir()
+
+    def save_images(self, images, filename_prefix: str = "ComfyUI", prompt=None, extra_pnginfo=None):
+        results = save_png_batch(images, filename_prefix, self.folder(), self.FOLDER_TYPE,
+                                 compress_level=self.COMPRESS_LEVEL, prompt=prompt, extra_pnginfo=extra_pnginfo)
+        return {"ui": {"images": results}}
+
+
+class PreviewImage(SaveImage):
+    """Save images into the temp folder for preview."""
+
+    FOLDER_TYPE = "temp"
+    COMPRESS_LEVEL = 1
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"images": ("IMAGE", {"tooltip": "The images to preview."})},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    DESCRIPTION = "Saves the input images to the temp folder for preview."
+
+    def __init__(self):
+        # ComfyUI appends "_temp_" and five random letters so that previews of different nodes never collide.
+        self.prefix_append = "_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+
+    def folder(self) -> Path:
+        return host.temp_dir()
+
+    def save_images(self, images, filename_prefix: str = "ComfyUI", prompt=None, extra_pnginfo=None):
+        return super().save_images(images, filename_prefix + self.prefix_append, prompt, extra_pnginfo)
+
+
+NODE_CLASS_MAPPINGS = {
+    "LoadImage": LoadImage,
+    "SaveImage": SaveImage,
+    "PreviewImage": PreviewImage,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadImage": "Load Image",
+    "SaveImage": "Save Image",
+    "PreviewImage": "Preview Image",
+}
