@@ -6,7 +6,9 @@ Needs a local checkout of NVlabs/stylegan3 (not part of this repository):
 
 Both networks get identical random weights for a config-f-like 256 px generator (channel_base 32768,
 channel_max 512). Each measurement is the median wall time of `--repeats` synthesis calls after one warm-up, in
-one process, with torch's default thread count. Prints a markdown table; ratio > 1 means StyleBridge is faster.
+one process, with torch's default thread count; the two implementations run alternately. CPU time (all threads of
+the process) is reported beside wall time because it is less sensitive to other load on the machine. Prints a
+markdown table; a speed-up above 1 means StyleBridge is faster.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity import _import_official  # noqa: E402
 
 
-def median_seconds(func, repeats: int) -> float:
-    func()
-    times = []
+def compare(first, second, repeats: int) -> dict[str, float]:
+    """Median wall and CPU seconds of two functions, called alternately so that load changes hit both alike."""
+    first()
+    second()
+    samples: dict[str, list[float]] = {"first_wall": [], "first_cpu": [], "second_wall": [], "second_cpu": []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, func in (("first", first), ("second", second)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            func()
+            samples[f"{name}_wall"].append(time.perf_counter() - wall)
+            samples[f"{name}_cpu"].append(time.process_time() - cpu)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def main() -> int:
@@ -55,15 +61,18 @@ def main() -> int:
 
     print(f"StyleGAN2 synthesis, {args.resolution} px config-f-like, CPU fp32, noise const, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print("| batch | official reference (s) | StyleBridge (s) | speed-up | max abs diff |")
-    print("|---|---|---|---|---|")
+    print("| batch | official wall (s) | StyleBridge wall (s) | speed-up (wall) | official CPU (s) | "
+          "StyleBridge CPU (s) | speed-up (CPU) | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch in args.batches:
         ws = ours.mapping(torch.randn(batch, 512, generator=torch.Generator().manual_seed(batch)), None)
         with torch.no_grad():
             difference = (official.synthesis(ws, noise_mode="const") - ours.synthesis(ws, noise_mode="const"))
-            official_time = median_seconds(lambda: official.synthesis(ws, noise_mode="const"), args.repeats)
-            our_time = median_seconds(lambda: ours.synthesis(ws, noise_mode="const"), args.repeats)
-        print(f"| {batch} | {official_time:.3f} | {our_time:.3f} | {official_time / our_time:.2f}x | "
+            times = compare(lambda: official.synthesis(ws, noise_mode="const"),
+                            lambda: ours.synthesis(ws, noise_mode="const"), args.repeats)
+        print(f"| {batch} | {times['first_wall']:.3f} | {times['second_wall']:.3f} | "
+              f"{times['first_wall'] / times['second_wall']:.2f}x | {times['first_cpu']:.3f} | "
+              f"{times['second_cpu']:.3f} | {times['first_cpu'] / times['second_cpu']:.2f}x | "
               f"{difference.abs().max().item():.1e} |")
     return 0
 

@@ -11,10 +11,12 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from . import stylegan3
 from .safe_pickle import PersistentWriterRecord, dump_persistent, module_state
-from .stylegan2 import Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork
+from .stylegan2 import Generator, MappingNetwork, StyleGAN2Config, SynthesisBlock, SynthesisNetwork
 
 # Attributes of our modules that are StyleBridge bookkeeping, not part of the official objects.
 _PRIVATE_ATTRIBUTES = {"config", "source", "_fingerprint", "force_fp32_default", "has_w_avg"}
@@ -55,8 +57,14 @@ def _official_kwargs(config: StyleGAN2Config) -> dict:
         conv_clamp=config.conv_clamp, architecture=config.architecture)
 
 
-def _record(module: torch.nn.Module, init_kwargs: dict | None = None) -> PersistentWriterRecord:
-    """Describe `module` and its children as persistence records with the official attribute layout."""
+def _record(module: torch.nn.Module, init_kwargs: dict | None = None,
+            stylegan3_layout: bool = False) -> PersistentWriterRecord:
+    """Describe `module` and its children as persistence records with the official attribute layout.
+
+    `stylegan3_layout` adds what the official networks_stylegan3.py objects pickle beyond our attributes: numpy
+    attribute types, None buffers for identity filters and the mapping's None `embed`. StyleGAN2 records do not
+    use it.
+    """
     attributes = {}
     for name, value in vars(module).items():
         if name.startswith("_") or name in _PRIVATE_ATTRIBUTES or name == "training":
@@ -77,15 +85,89 @@ def _record(module: torch.nn.Module, init_kwargs: dict | None = None) -> Persist
             tensor = torch.outer(tensor, tensor)  # The official buffer is the 2-D filter.
         buffers[name] = tensor
     parameters = dict(module._parameters)
-    submodules = {name: _record(child) for name, child in module._modules.items()}
+    submodules = {name: _record(child, stylegan3_layout=stylegan3_layout) for name, child in module._modules.items()}
+    if stylegan3_layout:
+        _adjust_stylegan3_record(module, attributes, submodules)
     state = module_state(attributes, submodules, init_kwargs=init_kwargs, parameters=parameters, buffers=buffers)
+    if stylegan3_layout:
+        # Official StyleGAN3 layers keep an identity filter as a None buffer, in registration order.
+        state["_buffers"] = type(state["_buffers"])(
+            (name, state["_buffers"].get(name)) for name in module._buffers)
     return PersistentWriterRecord(class_name=type(module).__name__, state=state)
 
 
-def write_nvidia_pickle(generator: Generator, path: str | os.PathLike, protocol: int = 4) -> Path:
+def _adjust_stylegan3_record(module: torch.nn.Module, attributes: dict, submodules: dict) -> None:
+    """Give StyleGAN3 attributes the types the official objects pickle: numpy sizes and float64 frequencies."""
+    if isinstance(module, stylegan3.SynthesisInput):
+        attributes["size"] = np.asarray(module.size, dtype=np.int64)
+        attributes["sampling_rate"] = np.float64(module.sampling_rate)
+        attributes["bandwidth"] = np.float64(module.bandwidth)
+    if isinstance(module, stylegan3.SynthesisLayer):
+        for name in ("in_size", "out_size"):
+            attributes[name] = np.asarray(getattr(module, name), dtype=np.int64)
+        for name in ("in_cutoff", "out_cutoff", "in_half_width", "out_half_width"):
+            attributes[name] = np.float64(getattr(module, name))
+        attributes["use_fp16"] = np.bool_(module.use_fp16)
+    if isinstance(module, MappingNetwork):
+        attributes["w_avg_beta"] = 0.998  # Training-only; the official default.
+        if "embed" not in submodules:
+            attributes["embed"] = None  # Without labels the official mapping has a plain None attribute.
+
+
+def _official_stylegan3_kwargs(config: stylegan3.StyleGAN3Config) -> dict:
+    synthesis_fields = ("channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff",
+                        "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res",
+                        "conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters", "conv_clamp",
+                        "magnitude_ema_beta")
+    return {
+        "z_dim": config.z_dim, "c_dim": config.c_dim, "w_dim": config.w_dim, "img_resolution": config.img_resolution,
+        "img_channels": config.img_channels,
+        "mapping_kwargs": {"num_layers": config.mapping_layers, "lr_multiplier": config.mapping_lr_multiplier},
+        **{name: getattr(config, name) for name in synthesis_fields},
+    }
+
+
+def make_stylegan3_generator(config: stylegan3.StyleGAN3Config, seed: int = 0) -> stylegan3.Generator:
+    """Build a StyleGAN3 generator with deterministic random weights, for tests and demos.
+
+    Biases, magnitude_ema, the input's learned transform, Fourier frequencies and w_avg all get non-trivial
+    values, so that each term of the forward pass affects the output. The filters keep their designed values.
+    """
+    generator = stylegan3.Generator(config)
+    rng = torch.Generator().manual_seed(seed)
+    input_layer = generator.synthesis.input
+    with torch.no_grad():
+        freqs, phases = stylegan3.fourier_features_init(input_layer.channels, input_layer.bandwidth, generator=rng)
+        input_layer.freqs.copy_(freqs)
+        input_layer.phases.copy_(phases)
+        for name, tensor in sorted(generator.state_dict().items()):
+            if name.endswith(("up_filter", "down_filter", "input.transform", "input.freqs", "input.phases")):
+                continue
+            values = torch.randn(tensor.shape, generator=rng)
+            if name.endswith("magnitude_ema"):
+                values = (0.5 * values).exp()  # A positive mean square of the layer input.
+            elif name.endswith("input.affine.weight"):
+                values = 0.2 * values
+            elif name.endswith("input.affine.bias"):
+                values = torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.1 * values
+            elif name.endswith("affine.bias"):
+                values = 1 + 0.1 * values
+            elif name.endswith(".bias"):
+                values = 0.1 * values
+            elif name.startswith("mapping.fc") and name.endswith("weight"):
+                values = values / config.mapping_lr_multiplier
+            tensor.copy_(values)
+    return generator.eval().requires_grad_(False)
+
+
+def write_nvidia_pickle(generator: Generator | stylegan3.Generator, path: str | os.PathLike,
+                        protocol: int = 4) -> Path:
     """Write `generator` as a network pickle in the stylegan2-ada-pytorch / stylegan3 layout (G, D, G_ema)."""
     path = Path(path)
-    g_ema = _record(generator, init_kwargs=_official_kwargs(generator.config))
+    if isinstance(generator, stylegan3.Generator):
+        g_ema = _record(generator, init_kwargs=_official_stylegan3_kwargs(generator.config), stylegan3_layout=True)
+    else:
+        g_ema = _record(generator, init_kwargs=_official_kwargs(generator.config))
     # A small discriminator record keeps the file shaped like a training snapshot; loaders must skip it.
     discriminator = PersistentWriterRecord(
         class_name="Discriminator",

@@ -1,8 +1,10 @@
-"""Load StyleGAN2 checkpoints in every supported format, detected from the file content.
+"""Load StyleGAN2 and StyleGAN3 checkpoints in every supported format, detected from the file content.
 
 Formats:
 - NVIDIA network pickles (stylegan2-ada-pytorch, stylegan3 repository): `G_ema` is read through
   `safe_pickle.RestrictedUnpickler`, which never runs the source code embedded in the file.
+- TensorFlow-era StyleGAN2 pickles (NVlabs stylegan2, TF stylegan2-ada), recognised by their reference to
+  `dnnlib.tflib` and converted without TensorFlow by `tf_pickle.read_tf_pickle`.
 - rosinality stylegan2-pytorch `.pt` files (`g_ema`, optional `latent_avg`), read with `torch.load(weights_only=True)`.
 - StyleBridge safetensors: the generator's state dict with its architecture as JSON in the metadata
   (written by `save_safetensors` and `stylebridge convert`).
@@ -11,6 +13,7 @@ Formats:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -22,14 +25,16 @@ from pathlib import Path
 
 import torch
 
+from . import stylegan3
 from .safe_pickle import PersistentRecord, RestrictedUnpickler, UnsafePickleError
-from .stylegan2 import Generator, StyleGAN2Config
+from .stylegan2 import Generator, StyleGAN2Config, weights_loaded_later
 
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_FORMAT = "stylebridge"
 SUPPORTED_FORMATS = (
     "NVIDIA network pickle (.pkl from stylegan2-ada-pytorch or stylegan3)",
+    "TensorFlow-era StyleGAN2 pickle (.pkl from NVlabs stylegan2 or TF stylegan2-ada, config E/F)",
     "rosinality stylegan2-pytorch checkpoint (.pt with g_ema)",
     "StyleBridge safetensors (.safetensors written by `stylebridge convert`)",
 )
@@ -80,14 +85,16 @@ def detect_format(path: str | os.PathLike) -> str:
 # NVIDIA pickles.
 
 
+class _TensorFlowPickleFound(Exception):
+    """Raised by _CheckpointUnpickler at the first dnnlib.tflib global, so read_generator can switch readers."""
+
+
 class _CheckpointUnpickler(RestrictedUnpickler):
-    """Adds a clear message for TF-era pickles, which need the TensorFlow-free converter."""
+    """Stops at TF-era pickles, which `tf_pickle` reads with its own allowlist entry for their Network class."""
 
     def find_class(self, module: str, name: str):
         if module.startswith("dnnlib.tflib"):
-            raise CheckpointError(
-                f"{self.source} is a TensorFlow-era StyleGAN pickle ({module}.{name}), which this version cannot "
-                f"read yet. Convert it to a PyTorch pickle with stylegan2-ada-pytorch's legacy.py, then load that.")
+            raise _TensorFlowPickleFound(f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -107,9 +114,6 @@ def _config_from_nvidia(g: PersistentRecord, source: str) -> StyleGAN2Config:
     synthesis = g.modules.get("synthesis")
     if mapping is None or synthesis is None:
         raise CheckpointError(f"{source}: G_ema has no mapping/synthesis submodules; not a StyleGAN generator.")
-    if "input" in synthesis.modules:
-        raise CheckpointError(f"{source} holds a StyleGAN3 generator, which this version cannot load yet. "
-                              f"StyleGAN2 and StyleGAN2-ADA pickles load.")
 
     kwargs = g.init_kwargs
     img_resolution = int(g.attr("img_resolution", kwargs.get("img_resolution")))
@@ -166,6 +170,11 @@ def _load_nvidia_pickle(path: Path) -> Generator:
     g = data["G_ema"]
     if not isinstance(g, PersistentRecord):
         raise CheckpointError(f"{source}: G_ema is a {type(g).__name__}, not a persistent network object.")
+
+    # StyleGAN3 synthesis networks start from Fourier features (synthesis.input) instead of a constant.
+    synthesis = g.modules.get("synthesis")
+    if isinstance(synthesis, PersistentRecord) and "input" in synthesis.modules:
+        return stylegan3.from_nvidia_record(g, source)
 
     config = _config_from_nvidia(g, source)
     state = {k: v for k, v in g.tensors().items() if not k.endswith("resample_filter")}
@@ -312,14 +321,19 @@ def _load_safetensors(path: Path) -> Generator:
                               f"(metadata keys {sorted(metadata)}). Convert the original checkpoint with "
                               f"`stylebridge convert IN OUT.safetensors`.")
     architecture = metadata.get("architecture", "stylegan2")
-    if architecture != Generator.architecture_name:
+    supported = {Generator.architecture_name: StyleGAN2Config, stylegan3.Generator.architecture_name:
+                 stylegan3.StyleGAN3Config}
+    if architecture not in supported:
         raise CheckpointError(f"{source}: architecture {architecture!r} is not supported by this version; "
-                              f"supported: {Generator.architecture_name!r}.")
+                              f"supported: {sorted(supported)}.")
     try:
-        config = StyleGAN2Config.from_dict(json.loads(metadata["config"]))
+        config = supported[architecture].from_dict(json.loads(metadata["config"]))
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{source}: invalid architecture metadata: {error}") from error
-    generator = _build(config, state, source)
+    if architecture == stylegan3.Generator.architecture_name:
+        generator = stylegan3.from_state_dict(config, state, source)
+    else:
+        generator = _build(config, state, source)
     generator.source = {"path": source, "format": "safetensors"}
     return generator
 
@@ -330,7 +344,8 @@ def _load_safetensors(path: Path) -> Generator:
 
 def _build(config: StyleGAN2Config, state: dict[str, torch.Tensor], source: str,
            allow_missing: set[str] = frozenset()) -> Generator:
-    generator = Generator(config)
+    with weights_loaded_later():
+        generator = Generator(config)
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(state) - set(allow_missing))
     unexpected = sorted(set(state) - set(expected))
@@ -350,7 +365,12 @@ def read_generator(path: str | os.PathLike) -> Generator:
     path = Path(path)
     kind = detect_format(path)
     if kind == "pickle":
-        return _load_nvidia_pickle(path)
+        try:
+            return _load_nvidia_pickle(path)
+        except _TensorFlowPickleFound:
+            from .tf_pickle import read_tf_pickle  # Imported here because tf_pickle imports this module.
+
+            return read_tf_pickle(path)
     if kind == "safetensors":
         return _load_safetensors(path)
     data = _load_torch_file(path)
@@ -368,8 +388,56 @@ _cache: dict[tuple, Generator] = {}
 _cache_lock = threading.Lock()
 
 
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 24) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_safetensors_path(path: str | os.PathLike, cache_folder: str | os.PathLike | None = None) -> Path:
+    """Where the safetensors copy of checkpoint `path` lives: named by the SHA-256 of the file's content."""
+    from ..runtime import host
+
+    folder = Path(cache_folder) if cache_folder is not None else host.cache_dir() / "stylegan"
+    return folder / f"{file_sha256(path)}.safetensors"
+
+
+def read_generator_cached(path: str | os.PathLike, cache_folder: str | os.PathLike | None = None) -> Generator:
+    """Read a checkpoint, converting pickles once into a safetensors copy in the cache folder.
+
+    The copy is keyed by the SHA-256 of the source file's content, so an edited or replaced source gets a new copy
+    and a copy can never be stale. The source is only read. Safetensors and rosinality files are read directly,
+    since converting them would save no time.
+    """
+    path = Path(path)
+    if detect_format(path) != "pickle":
+        return read_generator(path)
+    cached = cached_safetensors_path(path, cache_folder)
+    if cached.exists():
+        try:
+            generator = _load_safetensors(cached)
+        except CheckpointError as error:
+            logger.warning("Ignoring damaged cache file %s (%s); reading %s again.", cached, error, path)
+        else:
+            generator.source = {"path": str(path), "format": "safetensors-cache", "cache": str(cached)}
+            return generator
+
+    generator = read_generator(path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(generator, cached, overwrite=True,
+                         extra_metadata={"converted_from": path.name, "source_format": generator.source["format"]})
+        logger.info("Cached %s as %s.", path.name, cached)
+    except OSError as error:
+        logger.warning("Could not write the safetensors cache %s: %s. Loading continues without it.", cached, error)
+    return generator
+
+
 def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str = "fp32",
-                  use_cache: bool = True) -> Generator:
+                  use_cache: bool = True, cache_folder: str | os.PathLike | None = None) -> Generator:
     """Load a StyleGAN generator from any supported checkpoint format.
 
     Args:
@@ -377,8 +445,10 @@ def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", d
         device: torch device to place the generator on.
         dtype: 'fp32', or 'fp16' to run the highest `num_fp16_res` resolutions in fp16 on CUDA as the official
             code does (on CPU the generator always runs in fp32).
-        use_cache: return the already-loaded generator for the same file, device and dtype. Callers that modify
-            the generator must copy it first.
+        use_cache: reuse the generator already loaded in this process for the same file, device and dtype, and
+            read pickles through their safetensors copy in the cache folder (written on first load). Callers
+            that modify the generator must copy it first.
+        cache_folder: folder of the safetensors copies; default `host.cache_dir() / "stylegan"`.
 
     Returns:
         A Generator in eval mode with gradients disabled.
@@ -396,7 +466,7 @@ def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", d
             if key in _cache:
                 return _cache[key]
 
-    generator = read_generator(path)
+    generator = read_generator_cached(path, cache_folder) if use_cache else read_generator(path)
     if dtype == "fp16" and device.type != "cuda":
         logger.warning("fp16 requested for %s on %s; StyleGAN runs fp16 only on CUDA, so it stays fp32.", path, device)
     generator.synthesis.force_fp32_default = dtype == "fp32"

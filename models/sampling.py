@@ -86,9 +86,22 @@ def to_image_layout(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_images(generator, latent: StyleGANLatent, noise_mode: str = "const", noise_seed: int = 0,
-                    chunk_size: int = 8, where: str = "") -> torch.Tensor:
-    """Render a latent batch to IMAGE [B, H, W, C], `chunk_size` images at a time, with progress."""
+                    chunk_size: int = 8, where: str = "", translate: tuple[float, float] = (0.0, 0.0),
+                    rotate: float = 0.0) -> torch.Tensor:
+    """Render a latent batch to IMAGE [B, H, W, C], `chunk_size` images at a time, with progress.
+
+    `translate` (in image widths) and `rotate` (degrees) move StyleGAN3's input grid as gen_images.py
+    --translate/--rotate do; a StyleGAN2 generator has no input grid and accepts only zeros.
+    """
     latent.check_generator(generator, where=where)
+    if translate != (0.0, 0.0) or rotate != 0.0:
+        if getattr(generator, "architecture_name", "") != "stylegan3":
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}translate and rotate apply only to StyleGAN3 generators; this one is "
+                             f"{getattr(generator, 'architecture_name', type(generator).__name__)}. Set them to 0.")
+        from .stylegan3 import set_input_transform
+
+        generator = set_input_transform(generator, translate[0], translate[1], rotate)
     device = generator.mapping.fc0.weight.device
     ws = latent.ws()
     noise_generator = torch.Generator(device=device).manual_seed(noise_seed) if noise_mode == "random" else None

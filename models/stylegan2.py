@@ -9,10 +9,12 @@ in fp32 (tests/test_fidelity.py, and docs/fidelity.md for the comparison against
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,6 +71,28 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "line
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+_skip_random_init = threading.local()
+
+
+@contextlib.contextmanager
+def weights_loaded_later():
+    """Build modules with uninitialised weights, which is faster when a checkpoint overwrites them all."""
+    previous = getattr(_skip_random_init, "active", False)
+    _skip_random_init.active = True
+    try:
+        yield
+    finally:
+        _skip_random_init.active = previous
+
+
+def _initial_values(shape: list[int]) -> torch.Tensor:
+    """Standard normal initial weights, as the official networks use, or uninitialised memory inside
+    `weights_loaded_later()`."""
+    if getattr(_skip_random_init, "active", False):
+        return torch.empty(shape)
+    return torch.randn(shape)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -161,7 +185,7 @@ class FullyConnectedLayer(torch.nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
-        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.weight = torch.nn.Parameter(_initial_values([out_features, in_features]) / lr_multiplier)
         self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
@@ -262,9 +286,9 @@ class SynthesisLayer(torch.nn.Module):
         self.padding = kernel_size // 2
         self.act_gain = _ACTIVATIONS[activation][1]
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.weight = torch.nn.Parameter(_initial_values([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", _initial_values([resolution, resolution]))
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
@@ -300,7 +324,7 @@ class ToRGBLayer(torch.nn.Module):
         self.w_dim = w_dim
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.weight = torch.nn.Parameter(_initial_values([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
@@ -329,7 +353,7 @@ class Conv2dLayer(torch.nn.Module):
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
         self.act_gain = _ACTIVATIONS[activation][1]
-        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.weight = torch.nn.Parameter(_initial_values([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -446,7 +470,7 @@ class SynthesisBlock(torch.nn.Module):
                             conv_clamp=conv_clamp, use_noise=use_noise)
 
         if in_channels == 0:
-            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = torch.nn.Parameter(_initial_values([out_channels, resolution, resolution]))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, up=2, **layer_kwargs)
             self.num_conv += 1

@@ -88,6 +88,13 @@ class StyleGANGenerate:
                                                     "gen_images.py), random = new noise, none = no noise."}),
             "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                    "tooltip": "Seed of the random noise; used only when noise_mode is random."}),
+        }, "optional": {
+            "translate_x": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                      "tooltip": "StyleGAN3 only: horizontal shift in image widths."}),
+            "translate_y": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                      "tooltip": "StyleGAN3 only: vertical shift in image heights."}),
+            "rotate": ("FLOAT", {"default": 0.0, "min": -360.0, "max": 360.0, "step": 0.5,
+                                 "tooltip": "StyleGAN3 only: rotation in degrees."}),
         }}
 
     RETURN_TYPES = (IMAGE,)
@@ -95,10 +102,12 @@ class StyleGANGenerate:
     FUNCTION = "generate"
     CATEGORY = f"{CATEGORY}/stylegan"
 
-    def generate(self, generator, latent, noise_mode, noise_seed):
+    def generate(self, generator, latent, noise_mode, noise_seed, translate_x=0.0, translate_y=0.0, rotate=0.0):
         from ..models.sampling import generate_images
 
-        return (generate_images(generator, latent, noise_mode, noise_seed, where="StyleGANGenerate"),)
+        images = generate_images(generator, latent, noise_mode, noise_seed, where="StyleGANGenerate",
+                                 translate=(float(translate_x), float(translate_y)), rotate=float(rotate))
+        return (images,)
 
 
 NODE_CLASS_MAPPINGS = {

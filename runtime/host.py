@@ -120,6 +120,22 @@ def resolve_model(kind: str, name: str) -> Path:
                             f"absolute path.")
 
 
+def cache_dir() -> Path:
+    """Folder for derived files, such as safetensors copies of pickles. Set by STYLEBRIDGE_CACHE_DIR.
+
+    Inside ComfyUI it is under ComfyUI's user directory (kept across restarts, unlike its temp directory);
+    standalone it is $STYLEBRIDGE_HOME/cache.
+    """
+    configured = os.environ.get("STYLEBRIDGE_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if in_comfyui():
+        import folder_paths
+
+        return Path(folder_paths.get_user_directory()) / "stylebridge" / "cache"
+    return home_dir() / "cache"
+
+
 def input_dir() -> Path:
     """Folder that LoadImage reads from."""
     if in_comfyui():

@@ -1,9 +1,9 @@
 """Checkpoint formats: each loads to the same numbers, and bad or unsafe files get clear errors."""
 
 import builtins
-import io
 import os
 import pickle
+import re
 import zipfile
 
 import pytest
@@ -237,13 +237,16 @@ def test_torch_file_with_code_is_rejected(tmp_path):
     assert not marker.exists()
 
 
-def test_tf_era_pickle_gets_clear_message(tmp_path):
-    # A TF-era pickle references dnnlib.tflib.network._reconstruct_network; write just that global.
-    stream = io.BytesIO()
-    stream.write(b"\x80\x02cdnnlib.tflib.network\n_reconstruct_network\nq\x00.")
+def test_unsupported_tf_pickle_gets_clear_message(tmp_path):
+    # StyleGAN1 generators (G_style) come in the same TF-era pickle layout as the StyleGAN2 ones that convert.
+    from stylebridge.models.tf_pickle import TFNetworkWriterRecord, dump_tf_networks
+
+    gs = TFNetworkWriterRecord("Gs", "G_style", {"resolution": 1024}, [])
     path = tmp_path / "tf.pkl"
-    path.write_bytes(stream.getvalue())
-    with pytest.raises(CheckpointError, match="TensorFlow-era"):
+    with open(path, "wb") as file:
+        dump_tf_networks((gs, gs, gs), file)
+    expected = f"StyleBridge converts StyleGAN2 config E/F TF pickles .*; {re.escape(str(path))} is a StyleGAN1"
+    with pytest.raises(CheckpointError, match=expected):
         read_generator(path)
 
 

@@ -77,3 +77,29 @@ def test_node_declares_v1_contract(name):
         assert "tooltip" in options, f"{name}.{input_name} has no tooltip"
         if input_type in ("INT", "FLOAT"):
             assert options["min"] <= options["default"] <= options["max"], f"{name}.{input_name} default"
+
+
+def test_generate_rejects_translate_for_stylegan2(model_folder):
+    (generator,) = LoadStyleGAN().load("tiny.pkl", "cpu", "fp32")
+    (latent,) = SampleW().sample(generator, 0, 1, 1.0, 0, 0)
+    with pytest.raises(ValueError, match="translate and rotate apply only to StyleGAN3"):
+        StyleGANGenerate().generate(generator, latent, "const", 0, translate_x=0.25)
+
+
+def test_generate_translates_stylegan3_without_changing_loaded_generator(stylebridge_home):
+    from stylebridge.models.checkpoint_writers import make_stylegan3_generator as make_stylegan3
+    from stylebridge.models.stylegan3 import StyleGAN3Config
+
+    folder = stylebridge_home / "models" / "stylegan"
+    folder.mkdir(parents=True)
+    config = StyleGAN3Config(z_dim=16, w_dim=16, img_resolution=16, channel_base=512, channel_max=32,
+                             num_layers=4, num_critical=1, mapping_layers=2)
+    write_nvidia_pickle(make_stylegan3(config, seed=0), folder / "sg3.pkl")
+    clear_cache()
+    (generator,) = LoadStyleGAN().load("sg3.pkl", "cpu", "fp32")
+    (latent,) = SampleW().sample(generator, 3, 1, 1.0, 0, 0)
+    (plain,) = StyleGANGenerate().generate(generator, latent, "const", 0)
+    (moved,) = StyleGANGenerate().generate(generator, latent, "const", 0, translate_x=0.25, rotate=30.0)
+    (again,) = StyleGANGenerate().generate(generator, latent, "const", 0)
+    assert not torch.equal(plain, moved)
+    assert torch.equal(plain, again)

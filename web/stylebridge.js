@@ -6,6 +6,8 @@ import { app } from "../../scripts/app.js";
 export const SOCKET_COLORS = {
   STYLEGAN: "#b46ee6",
   STYLEGAN_LATENT: "#e6a23c",
+  STYLEGAN_DIRECTION: "#e65c5c",
+  STYLEGAN_STYLES: "#d4c23c",
   DIFFUSION_PIPELINE: "#3cb4a0",
 };
 
