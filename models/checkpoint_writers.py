@@ -7,6 +7,7 @@ ones but carry a placeholder instead of module source, so no third-party code is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,24 @@ from .stylegan2 import Generator, MappingNetwork, StyleGAN2Config, SynthesisBloc
 
 # Attributes of our modules that are StyleBridge bookkeeping, not part of the official objects.
 _PRIVATE_ATTRIBUTES = {"config", "source", "_fingerprint", "force_fp32_default", "has_w_avg"}
+
+
+@contextlib.contextmanager
+def _create_atomically(path: Path):
+    """Open a temporary file beside `path` for writing, and move it to `path` only once fully written.
+
+    An interrupted write leaves no partial file under the final name, and an existing file is never replaced:
+    FileExistsError is raised before anything is written.
+    """
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another output path or delete it first.")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(temporary, "xb") as file:
+            yield file
+        os.link(temporary, path)  # Fails instead of replacing a file created meanwhile.
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def make_generator(config: StyleGAN2Config, seed: int = 0) -> Generator:
@@ -181,7 +200,7 @@ def write_nvidia_pickle(generator: Generator | stylegan3.Generator, path: str | 
         "training_set_kwargs": {"class_name": "training.dataset.ImageFolderDataset",
                                 "resolution": generator.img_resolution, "use_labels": generator.c_dim > 0},
     }
-    with open(path, "xb") as file:
+    with _create_atomically(path) as file:
         dump_persistent(data, file, protocol=protocol)
     return path
 
@@ -239,7 +258,6 @@ def write_rosinality(generator: Generator, path: str | os.PathLike, training_che
         }
     else:
         data = {"g_ema": state, "latent_avg": generator.mapping.w_avg.clone()}
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose another output path.")
-    torch.save(data, path)
+    with _create_atomically(path) as file:
+        torch.save(data, file)
     return path

@@ -277,6 +277,22 @@ def _load_rosinality(path: Path, data: dict) -> Generator:
     return generator
 
 
+def generator_from_rosinality(state: dict[str, torch.Tensor], source: str,
+                              w_avg: torch.Tensor | None = None) -> Generator:
+    """Build a CPU fp32 Generator from a rosinality `g_ema` state dict, such as the `decoder.*` part of pSp/e4e files.
+
+    `w_avg` [w_dim] becomes `mapping.w_avg`; when it is None, w_avg is estimated from 10,000 samples (seed 0).
+    Raises CheckpointError naming `source` when tensors are missing or have shapes of another architecture.
+    """
+    config, official_state = _rosinality_to_official(state, source)
+    if w_avg is not None:
+        official_state["mapping.w_avg"] = torch.as_tensor(w_avg).reshape(-1).float()
+    generator = _build(config, official_state, source, allow_missing={"mapping.w_avg"})
+    if w_avg is None:
+        generator.mapping.w_avg.copy_(_mean_w(generator))
+    return generator
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Safetensors.
 
@@ -455,8 +471,20 @@ def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", d
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r} is invalid; expected one of {sorted(_DTYPES)}.")
-    path = Path(path).expanduser().resolve()
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {str(device)!r} requested but CUDA is not available; use device='cpu'.")
+    path = Path(path).expanduser()
+    if not path.exists() and not path.is_absolute():
+        # A bare name such as "ffhq.pkl" is looked up in the stylegan model folder.
+        from ..runtime import host
+
+        try:
+            path = host.resolve_model("stylegan", str(path))
+        except FileNotFoundError as error:
+            raise CheckpointError(f"Checkpoint {str(path)!r} is neither a file nor a model in the stylegan "
+                                  f"folder: {error}") from None
+    path = path.resolve()
     key = None
     if path.exists():
         stat = path.stat()

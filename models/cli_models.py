@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,17 +26,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _convert(args) -> int:
     from .checkpoints import CheckpointError, read_generator, save_safetensors
+    from .safe_pickle import UnsafePickleError
 
     if args.output.exists():
-        print(f"error: {args.output} already exists; choose another output path or delete it first.")
+        print(f"error: {args.output} already exists; choose another output path or delete it first.",
+              file=sys.stderr)
         return 2
     if args.output.suffix != ".safetensors":
-        print(f"error: output {args.output} must end in .safetensors.")
+        print(f"error: output {args.output} must end in .safetensors.", file=sys.stderr)
+        return 2
+    if not args.output.parent.is_dir():
+        print(f"error: folder {args.output.parent} does not exist; create it first.", file=sys.stderr)
         return 2
     try:
         generator = read_generator(args.input)
-    except (CheckpointError, FileNotFoundError) as error:
-        print(f"error: {error}")
+    except (CheckpointError, UnsafePickleError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     save_safetensors(generator, args.output, extra_metadata={"converted_from": args.input.name})
     print(f"Wrote {args.output} ({generator.source.get('format')} -> safetensors, {generator.img_resolution} px, "

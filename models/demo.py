@@ -6,6 +6,7 @@ Their images are noise-like patterns, not faces; they exist to exercise the real
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from .checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
@@ -63,6 +64,10 @@ def write_demo_models(seed: int = 0) -> dict[str, list[Path]]:
     if diffusers_folder.exists():
         logger.info("%s exists; kept as it is.", diffusers_folder)
     else:
-        write_tiny_sd_pipeline(diffusers_folder, seed=seed)
+        # Write into a temporary folder and rename it, so an interrupted write leaves no half pipeline behind.
+        partial = diffusers_folder.with_name(f".{diffusers_folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_tiny_sd_pipeline(partial, seed=seed)
+        partial.rename(diffusers_folder)
         result["diffusers"].append(diffusers_folder)
     return result

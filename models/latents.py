@@ -50,11 +50,15 @@ class StyleGANLatent:
         """Raise LatentMismatchError unless this latent belongs to `generator`'s W space."""
         prefix = f"{where}: " if where else ""
         if generator.fingerprint != self.fingerprint:
+            made_by = self.meta.get("generator_path")
+            connected = getattr(generator, "source", {}).get("path")
+            made_by_text = f" ({made_by})" if made_by else ""
+            connected_text = f" ({connected})" if connected else ""
             raise LatentMismatchError(
-                f"{prefix}the latent was made by generator {self.fingerprint[:12]} "
-                f"({self.num_ws} layers x {self.w_dim}) but the connected generator is {generator.fingerprint[:12]} "
-                f"({generator.num_ws} layers x {generator.w_dim}). Connect the generator that produced the latent, "
-                f"or sample a new latent from this one.")
+                f"{prefix}the latent was made by generator {self.fingerprint[:12]}{made_by_text}, "
+                f"{self.num_ws} layers x {self.w_dim}, but the connected generator is {generator.fingerprint[:12]}"
+                f"{connected_text}, {generator.num_ws} layers x {generator.w_dim}. Connect the generator that "
+                f"produced the latent, or sample a new latent from this one.")
         if generator.num_ws != self.num_ws or generator.w_dim != self.w_dim:
             raise LatentMismatchError(
                 f"{prefix}the latent has {self.num_ws} layers x {self.w_dim} but the generator expects "

@@ -128,7 +128,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
-    ("builtins", "bytearray"): bytearray,
     ("builtins", "complex"): complex,
     ("_codecs", "encode"): None,  # Resolved below: protocol 2 stores bytes through it.
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
@@ -187,9 +186,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if key not in _ALLOWED:
             raise UnsafePickleError(
                 f"{self.source}: the pickle references {module}.{name}, which StyleBridge does not allow in "
-                f"checkpoints because loading it could run code. Only network weights are read from pickles; "
-                f"if this is a genuine StyleGAN file, convert it with the official code to a state dict or "
-                f"report the global name.")
+                f"checkpoints because loading it could run code; nothing from the file was run. If this is a "
+                f"genuine StyleGAN checkpoint, report the global name so it can be reviewed for the allowlist.")
         return _resolve(module, name, _ALLOWED[key])
 
     def persistent_load(self, pid: Any) -> Any:

@@ -64,6 +64,7 @@ def sample_w(generator, seed: int, batch_size: int = 1, truncation_psi: float = 
 
     # 3. Keep W when all layers are equal.
     meta = {"seeds": list(range(seed, seed + batch_size)), "truncation_psi": truncation_psi,
+            "generator_path": getattr(generator, "source", {}).get("path"),
             "truncation_cutoff": truncation_cutoff, "class_index": class_index if generator.c_dim else None}
     if truncation_cutoff is None or truncation_psi == 1:
         return StyleGANLatent(ws[:, 0].float().cpu(), "W", generator.num_ws, generator.w_dim,

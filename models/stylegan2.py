@@ -132,6 +132,12 @@ class StyleGAN2Config:
     has_w_avg: bool = True                      # Whether the mapping network tracks w_avg (needed for truncation).
 
     def __post_init__(self):
+        for name in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "num_fp16_res", "mapping_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+        if self.conv_clamp is not None and not isinstance(self.conv_clamp, (int, float)):
+            raise ValueError(f"conv_clamp must be a number or None, got {self.conv_clamp!r}.")
         if self.img_resolution < 4 or self.img_resolution & (self.img_resolution - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {self.img_resolution}.")
         if self.architecture not in ARCHITECTURES:

@@ -138,6 +138,10 @@ def run_command(args: argparse.Namespace) -> int:
     except (WorkflowInterrupted, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (ValueError, TypeError) as exc:
+        # A malformed workflow that the conversion did not anticipate; node failures are NodeExecutionError.
+        print(f"Invalid workflow {args.workflow}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
 
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=repr))
@@ -176,6 +180,11 @@ def convert_command(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text)
     else:
-        args.output.write_text(text + "\n", encoding="utf-8")
+        try:
+            with open(args.output, "x", encoding="utf-8") as file:
+                file.write(text + "\n")
+        except FileExistsError:
+            print(f"{args.output} already exists; choose another output path or delete it first.", file=sys.stderr)
+            return EXIT_INVALID
         print(f"Wrote {len(prompt)} nodes to {args.output}.", file=sys.stderr)
     return EXIT_OK

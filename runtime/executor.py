@@ -409,8 +409,8 @@ class Executor:
 
     def _fail(self, plan: _Plan, exc: BaseException, prompt: Mapping[str, Any], result: ExecutionResult,
               emitter: _Emitter, inputs: Mapping[str, Any]) -> None:
-        logger.error("Node %s (%s) failed: %s: %s", plan.node_id, plan.class_type, type(exc).__name__, exc,
-                     exc_info=exc)
+        logger.error("Node %s (%s) failed: %s: %s", plan.node_id, plan.class_type, type(exc).__name__, exc)
+        logger.debug("Traceback of node %s:", plan.node_id, exc_info=exc)
         result.status = "error"
         result.error = {
             "prompt_id": emitter.prompt_id,

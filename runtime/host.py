@@ -24,6 +24,8 @@ MODEL_FOLDERS: dict[str, set[str]] = {
     "stylegan": {".pkl", ".pt", ".pth", ".safetensors"},
     "directions": {".npy", ".npz", ".pt", ".pth", ".safetensors"},  # edit directions in W (models/directions.py)
     "diffusers": set(),
+    "lpips": {".pth", ".pt", ".safetensors"},  # VGG16 weights for the projector's LPIPS loss (models/perceptual.py)
+    "landmarks": {".dat"},  # dlib shape predictors for face alignment (models/alignment.py)
 }
 
 _comfy_detected: bool | None = None
@@ -108,11 +110,12 @@ def resolve_model(kind: str, name: str) -> Path:
         raise FileNotFoundError(f"Model file not found: {candidate}. Check the path, or put the file in "
                                 f"{model_folders(kind)[0]} and pass its name.")
     folders = model_folders(kind)
+    if ".." in candidate.parts:
+        raise ValueError(f"Model name {name!r} points outside the {kind} model folder; use a name relative to "
+                         f"{folders[0]} without '..'.")
     for folder in folders:
-        path = (folder / candidate).resolve()
-        # Reject names that climb out of the model folder ("../../etc/passwd").
-        if folder.resolve() not in path.parents and path != folder.resolve():
-            raise ValueError(f"Model name {name!r} points outside the {kind} model folder {folder}.")
+        # Symlinks inside the folder are followed, as ComfyUI does, so models may live on shared storage.
+        path = folder / candidate
         if path.exists():
             return path
     searched = ", ".join(str(f) for f in folders)

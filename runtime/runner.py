@@ -297,7 +297,10 @@ def run_workflow(workflow: str | Path | Mapping[str, Any], *, overrides: Mapping
         validation = check_prompt(prepared.prompt, registry)
 
         # 3. Execute.
-        extra_pnginfo = {"workflow": prepared.ui_workflow} if prepared.ui_workflow is not None else None
+        # Overrides change widget values that the UI workflow still holds, so it is embedded in saved images only
+        # when it matches the prompt that ran; the API prompt is always embedded.
+        embed_ui = prepared.ui_workflow is not None and not overrides
+        extra_pnginfo = {"workflow": prepared.ui_workflow} if embed_ui else None
         result = runner.execute(validation.prompt, outputs=validation.outputs, validate=False,
                                 extra_pnginfo=extra_pnginfo, on_event=progress)
         output_folder, temp_folder = host.output_dir(), host.temp_dir()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,14 @@ def is_link_value(value: Any) -> bool:
     return isinstance(value, list)
 
 
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "*")
+
+
+def is_widget_type(input_type: Any) -> bool:
+    """True for input types that may hold a literal value: primitives, COMBO lists and the wildcard "*"."""
+    return isinstance(input_type, (list, tuple)) or input_type in WIDGET_TYPES
+
+
 def coerce_value(input_type: Any, value: Any) -> Any:
     """Convert a literal input value to its declared primitive type, as ComfyUI's validation does.
 
@@ -119,7 +128,10 @@ def coerce_value(input_type: Any, value: Any) -> Any:
     if input_type == "INT":
         return int(value)
     if input_type == "FLOAT":
-        return float(value)
+        result = float(value)
+        if not math.isfinite(result):
+            raise ValueError(f"{value!r} is not a finite number")
+        return result
     if input_type == "STRING":
         return str(value)
     if input_type == "BOOLEAN":
@@ -190,7 +202,13 @@ def _format_choices(config: Any) -> str | None:
         return None
     shown = ", ".join(repr(choice) for choice in choices[:COMBO_LIST_LIMIT])
     more = f" and {len(choices) - COMBO_LIST_LIMIT} more" if len(choices) > COMBO_LIST_LIMIT else ""
-    return f"allowed values: {shown}{more}" if choices else "the list of allowed values is empty"
+    if not choices:
+        from . import host
+
+        return (f"the list of allowed values is empty; for a model input, put files into the model folder "
+                f"(standalone: {host.home_dir() / 'models'}, set by STYLEBRIDGE_HOME) or run "
+                f"`stylebridge demo-models`")
+    return f"allowed values: {shown}{more}"
 
 
 def _format_node_error(error: dict) -> str:
@@ -474,6 +492,12 @@ def _validate_node(node_id: str, prompt: Mapping[str, Any], registry: NodeRegist
         # Literal value: unwrap, coerce, then check range and choices.
         if isinstance(value, Mapping) and "__value__" in value:
             value = value["__value__"]
+        if not is_widget_type(spec.type) and not spec.options.get("rawLink"):
+            errors.append(_error("invalid_input_type", "Input must be connected to another node's output",
+                                 f"{spec.name}: a {type_label(spec.type)} input needs a link, got the literal "
+                                 f"value {value!r}", input_name=spec.name, input_config=config,
+                                 received_value=value))
+            continue
         try:
             value = coerce_value(spec.type, value)
         except (TypeError, ValueError, OverflowError) as exc:

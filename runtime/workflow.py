@@ -79,10 +79,14 @@ def load_workflow(source: str | Path | Mapping[str, Any]) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"Workflow file not found: {path}. Pass the path of a workflow .json file "
                                     f"(UI or API format).")
-        if path.suffix.lower() == ".png":
-            data = _read_png_workflow(path)
-        else:
-            data = _parse_json(path.read_text(encoding="utf-8"), str(path))
+        try:
+            if path.suffix.lower() == ".png":
+                data = _read_png_workflow(path)
+            else:
+                data = _parse_json(path.read_text(encoding="utf-8"), str(path))
+        except (UnicodeDecodeError, OSError) as exc:  # PIL's UnidentifiedImageError is an OSError.
+            raise WorkflowFormatError(f"Could not read {path} as a workflow ({type(exc).__name__}: {exc}). Pass a "
+                                      f"UTF-8 .json file or a PNG saved by SaveImage.") from exc
     if isinstance(data, Mapping) and isinstance(data.get("prompt"), Mapping) and "nodes" not in data:
         data = dict(data["prompt"])
     return data

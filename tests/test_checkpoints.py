@@ -256,3 +256,56 @@ def test_zip_that_is_not_torch_is_rejected(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(CheckpointError):
         read_generator(path)
+
+
+def test_load_stylegan_finds_bare_name_in_model_folder(stylebridge_home, tiny_generator):
+    folder = stylebridge_home / "models" / "stylegan"
+    folder.mkdir(parents=True)
+    save_safetensors(tiny_generator, folder / "named.safetensors")
+    assert load_stylegan("named.safetensors").fingerprint == tiny_generator.fingerprint
+
+
+def test_load_stylegan_unknown_name_says_where_it_looked(stylebridge_home):
+    with pytest.raises(CheckpointError, match="neither a file nor a model in the stylegan folder"):
+        load_stylegan("nowhere.pkl")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_load_stylegan_cuda_without_cuda_is_clear(written):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_stylegan(written["safetensors"], device="cuda")
+
+
+def test_safetensors_with_wrongly_typed_config_names_file(tmp_path, tiny_generator):
+    import json as json_module
+
+    from safetensors.torch import save_file
+
+    config = json_module.loads(tiny_generator.config.to_json())
+    config["z_dim"] = "x"
+    path = tmp_path / "typed.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_generator.state_dict().items()}, str(path),
+              metadata={"format": "stylebridge", "architecture": "stylegan2", "config": json_module.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"typed.safetensors: invalid architecture metadata: z_dim must be"):
+        read_generator(path)
+
+
+@pytest.mark.parametrize("writer", [write_nvidia_pickle, write_rosinality])
+def test_writers_never_replace_files_or_leave_partials(writer, tmp_path, tiny_generator):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "existing.bin"
+    path.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="already exists"):
+        writer(tiny_generator, path)
+    assert path.read_bytes() == b"user data"
+    writer(tiny_generator, folder / "new.bin")
+    assert sorted(p.name for p in folder.iterdir()) == ["existing.bin", "new.bin"]
+
+
+def test_pickle_cannot_allocate_through_bytearray(tmp_path):
+    path = tmp_path / "big.pkl"
+    # GLOBAL builtins.bytearray, then call it with 1.5e9: a tiny file asking for a huge allocation.
+    path.write_bytes(b"\x80\x04cbuiltins\nbytearray\nJ\x00/hY\x85R.")
+    with pytest.raises(UnsafePickleError, match="builtins.bytearray"):
+        read_generator(path)

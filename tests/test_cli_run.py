@@ -317,3 +317,36 @@ def test_stylebridge_command_end_to_end(home, tmp_path):
                                check=False, capture_output=True, text=True, timeout=120,
                                env={**os.environ, "STYLEBRIDGE_HOME": str(home)})
     assert completed.returncode == 2
+
+
+def test_convert_workflow_refuses_existing_output(home, tmp_path):
+    source = tmp_path / "ui.json"
+    write_json(source, image_workflow())
+    before = source.read_bytes()
+    assert run_cli(["convert-workflow", str(source), "-o", str(source)]) == cli_run.EXIT_INVALID
+    assert source.read_bytes() == before
+
+
+def test_cli_run_rejects_binary_workflow_file(home, tmp_path, capsys):
+    path = tmp_path / "binary.json"
+    path.write_bytes(b"\xff\xfe\x00\x01 not text")
+    assert run_cli(["run", str(path)]) == cli_run.EXIT_INVALID
+    assert "Could not read" in capsys.readouterr().err
+
+
+def test_cli_run_rejects_fake_png_workflow(home, tmp_path, capsys):
+    path = tmp_path / "workflow.png"
+    path.write_text("not an image")
+    assert run_cli(["run", str(path)]) == cli_run.EXIT_INVALID
+    assert "Could not read" in capsys.readouterr().err
+
+
+def test_overrides_leave_ui_workflow_out_of_saved_png(home, tmp_path):
+    path = write_json(tmp_path / "workflow.json", image_workflow())
+    plain = run_workflow(path, registry=REGISTRY)
+    overridden = run_workflow(path, registry=REGISTRY, overrides={"Saver.filename_prefix": "cli/other"})
+    with Image.open(plain.saved_files[0]) as image:
+        assert "workflow" in image.text
+    with Image.open(overridden.saved_files[0]) as image:
+        assert "workflow" not in image.text
+        assert json.loads(image.text["prompt"])["2"]["inputs"]["filename_prefix"] == "cli/other"

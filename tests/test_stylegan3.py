@@ -190,23 +190,24 @@ def test_generator_shapes(generator):
     assert torch.isfinite(image).all()
 
 
-# image[:, :, 6, 4:12:2] and mean |image| rendered by the official networks_stylegan3.py Generator after
-# load_state_dict(strict=True) of the `generator` fixture's weights, with the inputs of _render().
-OFFICIAL_VALUES = {
+# image[:, :, 6, 4:12:2] and mean |image| that StyleBridge renders for the `generator` fixture with the inputs
+# of _render(). When recorded, they agreed with the official networks_stylegan3.py Generator on the same weights
+# to within 2e-6 (the comparison is described in docs/fidelity.md); this test keeps the numbers from drifting.
+GOLDEN_VALUES = {
     "t": ([[[-0.10135, -0.097238, -0.099196, -0.109462], [0.080796, 0.082961, 0.089544, 0.093942],
             [0.155871, 0.153951, 0.160593, 0.179116]],
-           [[-0.11552, -0.111343, -0.109229, -0.105413], [0.10313, 0.101695, 0.099805, 0.097949],
+           [[-0.11552, -0.111343, -0.109228, -0.105413], [0.10313, 0.101695, 0.099805, 0.097949],
             [0.149217, 0.138546, 0.131792, 0.116133]]], 0.109245),
-    "r": ([[[0.136931, 0.108541, 0.09837, 0.091175], [-0.005578, -0.007236, -0.005957, -0.004903],
+    "r": ([[[0.13693, 0.10854, 0.09837, 0.091175], [-0.005578, -0.007236, -0.005957, -0.004903],
             [-0.066814, -0.053068, -0.047655, -0.046283]],
            [[0.009896, 0.010739, 0.009161, 0.007115], [0.012223, 0.014013, 0.013877, 0.01127],
             [-0.001176, -0.001558, -0.001661, -0.001659]]], 0.035725),
 }
 
 
-def test_generator_matches_official_values(generator):
+def test_generator_matches_golden_values(generator):
     variant = "r" if generator.config.use_radial_filters else "t"
-    samples, mean_abs = OFFICIAL_VALUES[variant]
+    samples, mean_abs = GOLDEN_VALUES[variant]
     image = _render(generator)
     assert torch.allclose(image[:, :, 6, 4:12:2], torch.tensor(samples), atol=2e-5)
     assert image.abs().mean().item() == pytest.approx(mean_abs, abs=2e-5)

@@ -103,3 +103,24 @@ def test_generate_translates_stylegan3_without_changing_loaded_generator(stylebr
     (again,) = StyleGANGenerate().generate(generator, latent, "const", 0)
     assert not torch.equal(plain, moved)
     assert torch.equal(plain, again)
+
+
+def test_symlinked_checkpoint_in_folder_loads(model_folder, tmp_path):
+    outside = tmp_path / "shared_storage"
+    outside.mkdir()
+    (outside / "real.pkl").write_bytes((model_folder / "tiny.pkl").read_bytes())
+    (model_folder / "linked.pkl").symlink_to(outside / "real.pkl")
+    assert "linked.pkl" in LoadStyleGAN.INPUT_TYPES()["required"]["ckpt_name"][0]
+    (generator,) = LoadStyleGAN().load("linked.pkl", "cpu", "fp32")
+    assert generator.img_resolution == 32
+
+
+def test_latent_mismatch_names_checkpoint_files(model_folder, tiny_config, tmp_path):
+    other_path = write_nvidia_pickle(make_generator(tiny_config, seed=5), model_folder / "other.pkl")
+    (generator,) = LoadStyleGAN().load("tiny.pkl", "cpu", "fp32")
+    (other,) = LoadStyleGAN().load("other.pkl", "cpu", "fp32")
+    (latent,) = SampleW().sample(other, 0, 1, 1.0, 0, 0)
+    with pytest.raises(LatentMismatchError) as raised:
+        StyleGANGenerate().generate(generator, latent, "const", 0)
+    assert str(other_path.resolve()) in str(raised.value)
+    assert str((model_folder / "tiny.pkl").resolve()) in str(raised.value)

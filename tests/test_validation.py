@@ -417,3 +417,53 @@ def test_error_response_shape():
     assert set(entry) == {"errors", "dependent_outputs", "class_type"}
     assert set(entry["errors"][0]) == {"type", "message", "details", "extra_info"}
     assert entry["errors"][0]["extra_info"]["input_config"] == ["INT", {"default": 0, "min": -100, "max": 100}]
+
+
+def test_literal_value_on_socket_input_is_rejected():
+    class Render:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"images": ("IMAGE", {})}}
+
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+    result = validate_prompt({"3": {"class_type": "Render", "inputs": {"images": 7}}}, {"Render": Render})
+    error = only_error(result, "3")
+    assert error["type"] == "invalid_input_type"
+    assert error["message"] == "Input must be connected to another node's output"
+    assert "needs a link, got the literal value 7" in error["details"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan"])
+def test_non_finite_float_is_rejected(value):
+    class Scale:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"factor": ("FLOAT", {"default": 1.0, "min": -2.0, "max": 2.0})}}
+
+        RETURN_TYPES = ("FLOAT",)
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+    result = validate_prompt({"1": {"class_type": "Scale", "inputs": {"factor": value}}}, {"Scale": Scale})
+    error = only_error(result, "1")
+    assert error["type"] == "invalid_input_type"
+    assert "not a finite number" in error["details"]
+
+
+def test_empty_choice_list_names_model_folder(stylebridge_home):
+    class Loader:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"ckpt_name": ([], {})}}
+
+        RETURN_TYPES = ("MODEL",)
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+    with pytest.raises(WorkflowValidationError) as raised:
+        check_prompt({"1": {"class_type": "Loader", "inputs": {"ckpt_name": "a.pkl"}}}, {"Loader": Loader})
+    assert str(stylebridge_home / "models") in str(raised.value)
+    assert "stylebridge demo-models" in str(raised.value)

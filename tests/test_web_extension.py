@@ -53,7 +53,12 @@ def test_extension_registers_once(extension_output):
     assert extension_output["names"] == ["StyleBridge.SocketColors"]
 
 
-@pytest.mark.parametrize("socket", [sockets.STYLEGAN, sockets.STYLEGAN_LATENT, sockets.DIFFUSION_PIPELINE])
+# Every StyleBridge socket type declared in nodes/sockets.py; IMAGE is ComfyUI's own and keeps its colour.
+STYLEBRIDGE_SOCKETS = sorted(value for name, value in vars(sockets).items()
+                             if name.isupper() and isinstance(value, str) and value not in ("IMAGE", sockets.CATEGORY))
+
+
+@pytest.mark.parametrize("socket", STYLEBRIDGE_SOCKETS)
 def test_extension_colours_socket(socket, extension_output):
     assert extension_output["canvas"][socket].startswith("#")
     assert extension_output["links"][socket] == extension_output["canvas"][socket]
