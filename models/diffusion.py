@@ -249,8 +249,12 @@ def _load_uncached(folder: Path, device: torch.device, dtype: torch.dtype) -> Di
         raise OSError(f"Failed to load the Stable Diffusion pipeline in {folder}: {error}. Check that every "
                       f"component folder has its config and weights, or save the pipeline again.") from error
     # Cast after loading because diffusers 0.42 deprecates from_pretrained's torch_dtype keyword in favour of
-    # dtype, while older releases read torch_dtype only. `to` takes device and dtype in all of them.
-    text_to_image.to(device=device, dtype=dtype)
+    # dtype, while older releases read torch_dtype only. `to` takes device and dtype in all of them; the weights
+    # load as fp32, so fp32 needs only the move (casting would log a warning per component).
+    if dtype == torch.float32:
+        text_to_image.to(device=device)
+    else:
+        text_to_image.to(device=device, dtype=dtype)
     text_to_image.set_progress_bar_config(disable=True)
     return DiffusionPipeline(text_to_image=text_to_image, path=folder, device=device, dtype=dtype)
 
@@ -302,7 +306,8 @@ def check_sample_inputs(
     if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"`steps` must be an integer in 1..{MAX_STEPS}, got {steps!r}.")
     if not _is_real(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE_SCALE:
-        raise ValueError(f"`guidance_scale` must be a number in 0..{MAX_GUIDANCE_SCALE}, got {guidance_scale!r}.")
+        raise ValueError(f"guidance (`guidance_scale`) must be a number in 0..{MAX_GUIDANCE_SCALE}, got "
+                         f"{guidance_scale!r}.")
     if scheduler not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {scheduler!r}. Choose one of: {', '.join(SCHEDULER_NAMES)}.")
     if not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
