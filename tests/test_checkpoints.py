@@ -309,3 +309,28 @@ def test_pickle_cannot_allocate_through_bytearray(tmp_path):
     path.write_bytes(b"\x80\x04cbuiltins\nbytearray\nJ\x00/hY\x85R.")
     with pytest.raises(UnsafePickleError, match="builtins.bytearray"):
         read_generator(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("numpy_module", [b"numpy._core", b"numpy.core"])
+def test_stylegan3_pickle_from_numpy_1_or_2(protocol, numpy_module, tmp_path):
+    """Official StyleGAN3 pickles hold numpy arrays; numpy 1.x names their module numpy.core, 2.x numpy._core.
+
+    Protocols 2 and 3 store the module name as newline-terminated text, so it can be swapped in the bytes;
+    tests/test_tf_pickle.py covers protocols 4 and 5 with a pickler that writes either name.
+    """
+    from stylebridge.models.checkpoint_writers import make_stylegan3_generator
+    from stylebridge.models.stylegan3 import StyleGAN3Config
+
+    config = StyleGAN3Config(z_dim=16, w_dim=16, img_resolution=16, channel_base=512, channel_max=32, num_layers=4,
+                             num_critical=1, mapping_layers=2)
+    generator = make_stylegan3_generator(config, seed=0)
+    written = write_nvidia_pickle(generator, tmp_path / "sg3.pkl", protocol=protocol).read_bytes()
+    assert b"numpy._core" in written
+    # The module name is stored as text in the pickle; swapping it emulates a file written under numpy 1.x.
+    variant = tmp_path / "variant.pkl"
+    variant.write_bytes(written.replace(b"numpy._core", numpy_module))
+    assert numpy_module in variant.read_bytes()
+    loaded = read_generator(variant)
+    z = torch.randn(1, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(z, None), generator(z, None))
