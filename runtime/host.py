@@ -26,6 +26,11 @@ MODEL_FOLDERS: dict[str, set[str]] = {
     "diffusers": set(),
     "lpips": {".pth", ".pt", ".safetensors"},  # VGG16 weights for the projector's LPIPS loss (models/perceptual.py)
     "landmarks": {".dat"},  # dlib shape predictors for face alignment (models/alignment.py)
+    "encoders": {".pt", ".pth"},  # pSp and e4e encoder checkpoints (models/encoders.py)
+    "clip": {".pt", ".pth", ".bin", ".safetensors"},  # OpenAI / open_clip CLIP weights (models/clip_models.py)
+    "styleclip": {".npy", ".safetensors"},  # StyleCLIP fs3 files (models/styleclip_channels.py)
+    "styleclip_mappers": {".pt", ".pth"},  # StyleCLIP latent mapper checkpoints (models/styleclip_mappers.py)
+    "arcface": {".pth", ".pt"},  # ArcFace IR-SE50 weights for the identity loss (models/arcface.py)
 }
 
 _comfy_detected: bool | None = None

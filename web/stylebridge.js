@@ -8,7 +8,13 @@ export const SOCKET_COLORS = {
   STYLEGAN_LATENT: "#e6a23c",
   STYLEGAN_DIRECTION: "#e65c5c",
   STYLEGAN_STYLES: "#d4c23c",
+  STYLEGAN_ENCODER: "#8c6ee6",
   DIFFUSION_PIPELINE: "#3cb4a0",
+  FACE_TRANSFORM: "#5c8ee6",
+  OPEN_CLIP: "#6ec8e6",
+  STYLECLIP_FS3: "#a0c83c",
+  STYLECLIP_MAPPER: "#e66eb4",
+  STYLECLIP_DIRECTION: "#b48c64",
 };
 
 app.registerExtension({
