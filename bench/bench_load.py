@@ -53,8 +53,8 @@ def main() -> int:
                              "training_set_kwargs": {}}, file)
         for label, path in (("G_ema only", g_ema_only), ("training snapshot (G, D, G_ema)", snapshot)):
             read_generator_cached(path, folder / "cache")  # Writes the cache copy.
-            pickle_seconds = timed(lambda: read_generator(path))
-            cached_seconds = timed(lambda: read_generator_cached(path, folder / "cache"))
+            pickle_seconds = timed(lambda path=path: read_generator(path))
+            cached_seconds = timed(lambda path=path: read_generator_cached(path, folder / "cache"))
             rows.append((label, path.stat().st_size / 1e6, pickle_seconds, cached_seconds))
 
     print(f"Load time of a {args.resolution} px StyleGAN2 generator, median of {args.repeats}")

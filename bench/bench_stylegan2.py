@@ -68,8 +68,8 @@ def main() -> int:
         ws = ours.mapping(torch.randn(batch, 512, generator=torch.Generator().manual_seed(batch)), None)
         with torch.no_grad():
             difference = (official.synthesis(ws, noise_mode="const") - ours.synthesis(ws, noise_mode="const"))
-            times = compare(lambda: official.synthesis(ws, noise_mode="const"),
-                            lambda: ours.synthesis(ws, noise_mode="const"), args.repeats)
+            times = compare(lambda ws=ws: official.synthesis(ws, noise_mode="const"),
+                            lambda ws=ws: ours.synthesis(ws, noise_mode="const"), args.repeats)
         print(f"| {batch} | {times['first_wall']:.3f} | {times['second_wall']:.3f} | "
               f"{times['first_wall'] / times['second_wall']:.2f}x | {times['first_cpu']:.3f} | "
               f"{times['second_cpu']:.3f} | {times['first_cpu'] / times['second_cpu']:.2f}x | "

@@ -6,7 +6,7 @@ Filters are kept 1-D: every filter that StyleGAN2 uses is the outer product of a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

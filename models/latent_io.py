@@ -320,7 +320,8 @@ def latent_from_png_record(text: str, generator=None, source: str = "the PNG", w
         if isinstance(record, str):  # a JSON string holding the record, as SaveImage-style writers store it
             record = json.loads(record)
     except json.JSONDecodeError as exc:
-        raise LatentFileError(f"{prefix}the {PNG_LATENT_KEY} text chunk of {source} is not valid JSON ({exc.msg}).")
+        raise LatentFileError(f"{prefix}the {PNG_LATENT_KEY} text chunk of {source} is not valid JSON ({exc.msg})."
+                              ) from exc
     if not isinstance(record, dict) or record.get("encoding") != PNG_ENCODING or "data" not in record:
         raise LatentFileError(f"{prefix}the {PNG_LATENT_KEY} text chunk of {source} has an unknown layout; expected "
                               f"encoding {PNG_ENCODING!r} with 'data'.")

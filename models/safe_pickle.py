@@ -48,7 +48,7 @@ class PersistentRecord:
         return tuple(self.state.get("_init_args") or ())
 
     @property
-    def modules(self) -> dict[str, "PersistentRecord"]:
+    def modules(self) -> dict[str, PersistentRecord]:
         return dict(self.state.get("_modules") or {})
 
     @property

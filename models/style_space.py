@@ -37,7 +37,7 @@ class StyleGANStyles:
             raise ValueError(f"Styles need one tensor per layer name; got {len(self.styles)} tensors and "
                              f"{len(self.layer_names)} names.")
         batch = self.styles[0].shape[0]
-        for name, style in zip(self.layer_names, self.styles):
+        for name, style in zip(self.layer_names, self.styles, strict=True):
             if style.ndim != 2 or style.shape[0] != batch:
                 raise ValueError(f"Style {name} must be [{batch}, channels], got {list(style.shape)}.")
 
@@ -64,8 +64,9 @@ class StyleGANStyles:
         names = tuple(generator.synthesis.style_layer_names())
         expected = [layer.in_channels for layer in _style_layers(generator)]
         if names != self.layer_names or expected != self.channels:
-            raise LatentMismatchError(f"{prefix}the styles have layers {list(zip(self.layer_names, self.channels))} "
-                                      f"but the generator has {list(zip(names, expected))}.")
+            ours = list(zip(self.layer_names, self.channels, strict=False))
+            theirs = list(zip(names, expected, strict=False))
+            raise LatentMismatchError(f"{prefix}the styles have layers {ours} but the generator has {theirs}.")
 
 
 def require_style_space(generator, where: str = "") -> None:

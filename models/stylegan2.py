@@ -166,7 +166,7 @@ class StyleGAN2Config:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "StyleGAN2Config":
+    def from_dict(cls, values: dict[str, Any]) -> StyleGAN2Config:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -565,7 +565,7 @@ class SynthesisNetwork(torch.nn.Module):
         self.block_resolutions = config.block_resolutions
         log2 = int(math.log2(config.img_resolution))
         fp16_resolution = max(2 ** (log2 + 1 - config.num_fp16_res), 8)
-        channels = dict(zip(self.block_resolutions, config.channels))
+        channels = dict(zip(self.block_resolutions, config.channels, strict=True))
         self.num_ws = 0
         for res in self.block_resolutions:
             is_last = res == config.img_resolution
@@ -623,7 +623,7 @@ class SynthesisNetwork(torch.nn.Module):
             block = getattr(self, f"b{res}")
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            for layer, w in zip(block.style_layers(), block_ws.unbind(dim=1)):
+            for layer, w in zip(block.style_layers(), block_ws.unbind(dim=1), strict=True):
                 styles.append(layer.affine(w))  # [N, in_channels]
         return styles
 
@@ -633,7 +633,7 @@ class SynthesisNetwork(torch.nn.Module):
         """Render images [N, C, H, W] from S (see `ws_to_styles`); equal to `forward` on the W+ that gave S."""
         layers = [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").style_layers()]
         assert len(styles) == len(layers), f"expected {len(layers)} style tensors, got {len(styles)}"
-        for index, (layer, style) in enumerate(zip(layers, styles)):
+        for index, (layer, style) in enumerate(zip(layers, styles, strict=True)):
             assert style.ndim == 2 and style.shape[1] == layer.in_channels, \
                 f"style {index} must be [N, {layer.in_channels}], got {list(style.shape)}"
         if force_fp32 is None:

@@ -725,7 +725,7 @@ class SynthesisNetwork(torch.nn.Module):
         ws = ws.to(torch.float32).unbind(dim=1)
 
         x = self.input(ws[0])
-        for name, w in zip(self.layer_names, ws[1:]):
+        for name, w in zip(self.layer_names, ws[1:], strict=True):
             x = getattr(self, name)(x, w, force_fp32=force_fp32, filter_impl=filter_impl)
         if self.output_scale != 1:
             x = x * self.output_scale

@@ -630,7 +630,7 @@ def _fmap_kwargs(config: StyleGAN2Config) -> dict[str, int]:
     TF sizes the block at resolution r with min(fmap_base * 2 / r, fmap_max) channels.
     """
     fmap_max = max(config.channels)
-    below_max = [(res, ch) for res, ch in zip(config.block_resolutions, config.channels) if ch < fmap_max]
+    below_max = [(res, ch) for res, ch in zip(config.block_resolutions, config.channels, strict=True) if ch < fmap_max]
     res, ch = below_max[0] if below_max else (config.img_resolution, fmap_max)
     fmap_base = ch * res // 2
     rule = [min(fmap_base * 2 // r, fmap_max) for r in config.block_resolutions]

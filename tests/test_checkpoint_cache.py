@@ -7,7 +7,12 @@ import torch
 
 from stylebridge.models.checkpoint_writers import make_generator, write_nvidia_pickle
 from stylebridge.models.checkpoints import (
-    cached_safetensors_path, clear_cache, file_sha256, load_stylegan, read_generator_cached)
+    cached_safetensors_path,
+    clear_cache,
+    file_sha256,
+    load_stylegan,
+    read_generator_cached,
+)
 
 
 @pytest.fixture

@@ -11,7 +11,13 @@ import torch
 
 from stylebridge.models.checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
 from stylebridge.models.checkpoints import (
-    CheckpointError, clear_cache, detect_format, load_stylegan, read_generator, save_safetensors)
+    CheckpointError,
+    clear_cache,
+    detect_format,
+    load_stylegan,
+    read_generator,
+    save_safetensors,
+)
 from stylebridge.models.safe_pickle import PersistentWriterRecord, UnsafePickleError, dump_persistent, module_state
 from stylebridge.models.stylegan2 import StyleGAN2Config
 
