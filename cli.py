@@ -12,11 +12,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from .models import cli_models, cli_styleclip
     from .runtime import cli_run
-    from .models import cli_models
 
     cli_run.add_commands(commands)
     cli_models.add_commands(commands)
+    cli_styleclip.add_commands(commands)
     return parser
 
 

@@ -18,8 +18,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     demo = commands.add_parser("demo-models", help="Write the small untrained demo models into the model folders.",
                                description="Write small UNTRAINED StyleGAN2 checkpoints (NVIDIA pickle, rosinality "
-                                           ".pt, safetensors) and a tiny diffusers Stable Diffusion pipeline, offline "
-                                           "and from fixed seeds. Existing files are kept.")
+                                           ".pt, safetensors), a tiny diffusers Stable Diffusion pipeline and a tiny "
+                                           "open_clip CLIP, offline and from fixed seeds. Existing files are kept.")
     demo.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default 0).")
     demo.set_defaults(handler=_demo_models)
 

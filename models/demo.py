@@ -70,4 +70,17 @@ def write_demo_models(seed: int = 0) -> dict[str, list[Path]]:
         write_tiny_sd_pipeline(partial, seed=seed)
         partial.rename(diffusers_folder)
         result["diffusers"].append(diffusers_folder)
+
+    from .clip_writers import DEMO_CLIP_FOLDER, write_tiny_clip
+
+    clip_folder = host.model_folders("clip")[0] / DEMO_CLIP_FOLDER
+    result["clip"] = []
+    if clip_folder.exists():
+        logger.info("%s exists; kept as it is.", clip_folder)
+    else:
+        partial = clip_folder.with_name(f".{clip_folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_tiny_clip(partial, seed=seed)
+        partial.rename(clip_folder)
+        result["clip"].append(clip_folder)
     return result
