@@ -8,15 +8,17 @@ re-implemented on the same generator and CLIP model. For every channel and image
 synthesis call and converts it to uint8 and a PIL image. It then applies CLIP's PIL preprocessing (bicubic
 resize, center crop, normalisation) and encodes the channel's images in one CLIP batch, as its GetImgF does.
 
-Both procedures are timed on a sample of channels and extrapolated to every measured channel: the baseline's cost
-per channel does not depend on the layer, ours does (the blocks before the layer run once per layer), so ours is
-sampled in every layer. For the small demo generator the full computation is also run once, to check the
+Both procedures are timed on a sample of channels and extrapolated to every measured channel. The baseline's cost
+per channel does not depend on the layer. Ours does, because the blocks before the layer run once per layer, so
+ours is sampled in every layer. For the small demo generator the full computation is also run once, to check the
 extrapolation. Weights are random (untrained), which does not change the amount of work. CLIP is OpenAI's
 ViT-B/32 architecture with random weights.
 
-Edit latency is the wall time of one edit of one latent per method: global directions (text direction from 79
-templates x 2 prompts, relevance, and the S edit with its W+ fit), latent optimisation (StyleCLIP's 300 steps;
-on the CPU 20 steps are timed and scaled) and a LevelsMapper.
+NOTE: only the CPU path has been run. `--device cuda` has not been tried on a GPU yet.
+
+Edit latency is the time of one edit of one latent per method: global directions (text direction from 79
+templates x 2 prompts, relevance, and the S edit with its W+ fit), the same with the prompt features cached,
+latent optimisation (`--optimization-steps` steps are timed and scaled to StyleCLIP's 300) and a LevelsMapper.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 GENERATORS = ("demo", "ffhq256", "ffhq1024")
 
