@@ -53,34 +53,32 @@ def write_demo_stylegan(folder: Path, seed: int = 0) -> list[Path]:
     return written
 
 
+def _write_folder_once(folder: Path, writer) -> list[Path]:
+    """Write a model folder with `writer(path)` unless it exists; return [folder] when written, else [].
+
+    The writer fills a temporary folder that is renamed at the end, so an interrupted write leaves no half model
+    behind under the final name.
+    """
+    if folder.exists():
+        logger.info("%s exists; kept as it is.", folder)
+        return []
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    writer(partial)
+    partial.rename(folder)
+    return [folder]
+
+
 def write_demo_models(seed: int = 0) -> dict[str, list[Path]]:
     """Write every demo model into the model folders (host.model_folders), keeping files that exist."""
     from ..runtime import host
+    from .clip_writers import DEMO_CLIP_FOLDER, write_tiny_clip
     from .demo_diffusion import write_tiny_sd_pipeline
 
-    stylegan_folder = host.model_folders("stylegan")[0]
-    diffusers_folder = host.model_folders("diffusers")[0] / DEMO_DIFFUSERS_FOLDER
-    result = {"stylegan": write_demo_stylegan(stylegan_folder, seed=seed), "diffusers": []}
-    if diffusers_folder.exists():
-        logger.info("%s exists; kept as it is.", diffusers_folder)
-    else:
-        # Write into a temporary folder and rename it, so an interrupted write leaves no half pipeline behind.
-        partial = diffusers_folder.with_name(f".{diffusers_folder.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        write_tiny_sd_pipeline(partial, seed=seed)
-        partial.rename(diffusers_folder)
-        result["diffusers"].append(diffusers_folder)
-
-    from .clip_writers import DEMO_CLIP_FOLDER, write_tiny_clip
-
-    clip_folder = host.model_folders("clip")[0] / DEMO_CLIP_FOLDER
-    result["clip"] = []
-    if clip_folder.exists():
-        logger.info("%s exists; kept as it is.", clip_folder)
-    else:
-        partial = clip_folder.with_name(f".{clip_folder.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        write_tiny_clip(partial, seed=seed)
-        partial.rename(clip_folder)
-        result["clip"].append(clip_folder)
-    return result
+    return {
+        "stylegan": write_demo_stylegan(host.model_folders("stylegan")[0], seed=seed),
+        "diffusers": _write_folder_once(host.model_folders("diffusers")[0] / DEMO_DIFFUSERS_FOLDER,
+                                        lambda path: write_tiny_sd_pipeline(path, seed=seed)),
+        "clip": _write_folder_once(host.model_folders("clip")[0] / DEMO_CLIP_FOLDER,
+                                   lambda path: write_tiny_clip(path, seed=seed)),
+    }
