@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder_networks import IR_SE_50, BackboneConfig, BottleneckIR
+from .encoder_networks import IR_SE_50, BackboneConfig, build_ir_stem_and_body
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +38,8 @@ class ArcFace(nn.Module):
     def __init__(self, backbone: BackboneConfig = IR_SE_50, embedding_size: int = EMBEDDING_SIZE):
         super().__init__()
         self.backbone = backbone
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, backbone.stem_channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(backbone.stem_channels),
-            nn.PReLU(backbone.stem_channels))
-        units = []
-        in_channels = backbone.stem_channels
-        for channels, count in zip(backbone.stage_channels, backbone.stage_units, strict=True):
-            for index in range(count):
-                units.append(BottleneckIR(in_channels, channels, 2 if index == 0 else 1,
-                                          backbone.squeeze_excitation, backbone.se_reduction))
-                in_channels = channels
-        self.body = nn.Sequential(*units)
+        self.input_layer, self.body = build_ir_stem_and_body(backbone)
+        in_channels = backbone.stage_channels[-1]
         # Index 1 is dropout and index 2 flattening in the original Sequential. Neither has weights.
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(in_channels),

@@ -150,6 +150,22 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+
+def build_ir_stem_and_body(backbone: BackboneConfig, input_channels: int = 3) -> tuple[nn.Sequential, nn.Sequential]:
+    """Build the IR / IR-SE input layer and residual body under the module names the official checkpoints use."""
+    input_layer = nn.Sequential(
+        nn.Conv2d(input_channels, backbone.stem_channels, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(backbone.stem_channels),
+        nn.PReLU(backbone.stem_channels))
+    units = []
+    in_channels = backbone.stem_channels
+    for channels, count in zip(backbone.stage_channels, backbone.stage_units, strict=True):
+        for index in range(count):
+            units.append(BottleneckIR(in_channels, channels, 2 if index == 0 else 1,
+                                      backbone.squeeze_excitation, backbone.se_reduction))
+            in_channels = channels
+    return input_layer, nn.Sequential(*units)
+
 class GradualStyleBlock(nn.Module):
     """Style head ("map2style"): stride-2 convolutions down to 1 x 1, then an EqualLinear to one W vector."""
 
@@ -189,18 +205,7 @@ class _Backbone(nn.Module):
     def __init__(self, backbone: BackboneConfig, input_channels: int):
         super().__init__()
         self.backbone = backbone
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(input_channels, backbone.stem_channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(backbone.stem_channels),
-            nn.PReLU(backbone.stem_channels))
-        units = []
-        in_channels = backbone.stem_channels
-        for channels, count in zip(backbone.stage_channels, backbone.stage_units, strict=True):
-            for index in range(count):
-                units.append(BottleneckIR(in_channels, channels, 2 if index == 0 else 1,
-                                          backbone.squeeze_excitation, backbone.se_reduction))
-                in_channels = channels
-        self.body = nn.Sequential(*units)
+        self.input_layer, self.body = build_ir_stem_and_body(backbone, input_channels)
         # Index of the last unit of stages 2, 3 and 4, whose outputs feed the pyramid.
         ends = [sum(backbone.stage_units[:stage + 1]) - 1 for stage in range(4)]
         self._tap_units = (ends[1], ends[2], ends[3])

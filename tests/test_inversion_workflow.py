@@ -26,14 +26,8 @@ SMALL_BACKBONE = BackboneConfig(stem_channels=4, stage_channels=(4, 8, 12, 16), 
                                 se_reduction=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run on one thread: these networks are so small that a second thread only adds synchronisation (50 projector
-    steps on the tiny generator took 0.6 s on one thread and 1.8 s on two, on a 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One torch thread for the whole module; see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

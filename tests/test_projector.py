@@ -5,13 +5,13 @@ inverted in W with 150 steps and the pixel L1 + MS-SSIM loss reaches 34.5 dB PSN
 images far less smoothly than trained ones, so other seeds stop in local minima (18-35 dB at 150 steps).
 """
 
-import hashlib
 import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from model_helpers import state_hash
 
 from stylebridge.models import perceptual
 from stylebridge.models.latents import StyleGANLatent
@@ -29,22 +29,8 @@ from stylebridge.runtime import host
 SELF_INVERSION_PSNR_FLOOR = 28.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run on one thread: these networks are so small that a second thread only adds synchronisation (50 projector
-    steps on the tiny generator took 0.6 s on one thread and 1.8 s on two, on a 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def state_hash(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+# One torch thread for the whole module; see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def render(generator, latent):

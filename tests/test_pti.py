@@ -1,32 +1,17 @@
 """Pivotal tuning improves the pivot's reconstruction on a copy and never touches the input generator."""
 
-import hashlib
 
 import pytest
 import torch
+from model_helpers import state_hash
 
 from stylebridge.models.projector import project
 from stylebridge.models.pti import pivotal_tuning
 from stylebridge.models.sampling import generate_images, sample_w
 from stylebridge.runtime import host
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run on one thread: these networks are so small that a second thread only adds synchronisation (50 projector
-    steps on the tiny generator took 0.6 s on one thread and 1.8 s on two, on a 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def state_hash(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+# One torch thread for the whole module; see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
