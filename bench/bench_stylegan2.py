@@ -5,10 +5,10 @@ Needs a local checkout of NVlabs/stylegan3 (not part of this repository):
     python bench/bench_stylegan2.py --official /path/to/stylegan3 [--resolution 256] [--repeats 5]
 
 Both networks get identical random weights for a config-f-like 256 px generator (channel_base 32768,
-channel_max 512). Each measurement is the median wall time of `--repeats` synthesis calls after one warm-up, in
-one process, with torch's default thread count; the two implementations run alternately. CPU time (all threads of
-the process) is reported beside wall time because it is less sensitive to other load on the machine. Prints a
-markdown table; a speed-up above 1 means StyleBridge is faster.
+channel_max 512). Each measurement is the median of `--repeats` synthesis calls after one warm-up, in one
+process, with torch's default thread count. The two implementations run alternately. CPU time (all threads of the
+process) is reported beside wall time because it is less sensitive to other load on the machine. Prints a markdown
+table, where a speed-up above 1 means StyleBridge is faster.
 """
 
 from __future__ import annotations

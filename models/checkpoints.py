@@ -391,7 +391,7 @@ def read_generator(path: str | os.PathLike) -> Generator:
         return _load_safetensors(path)
     data = _load_torch_file(path)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict. {_formats_hint()}")
+        raise CheckpointError(f"{path} contains a {type(data).__name__}, not a checkpoint dict. {_formats_hint()}")
     if "g_ema" in data:
         return _load_rosinality(path, data)
     if "style.1.weight" in data:
@@ -414,7 +414,7 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 24) -> str:
 
 
 def cached_safetensors_path(path: str | os.PathLike, cache_folder: str | os.PathLike | None = None) -> Path:
-    """Where the safetensors copy of checkpoint `path` lives: named by the SHA-256 of the file's content."""
+    """Return the path of the safetensors copy of checkpoint `path`, named by the SHA-256 of its content."""
     from ..runtime import host
 
     folder = Path(cache_folder) if cache_folder is not None else host.cache_dir() / "stylegan"

@@ -585,8 +585,7 @@ class SynthesisNetwork(torch.nn.Module):
         unused.pop("fused_modconv", None)  # The official switch between two equal computations.
         if unused:
             raise TypeError(f"Unexpected synthesis arguments: {sorted(unused)}")
-        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
-            f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+        self._check_ws_shape(ws)
         ws = ws.to(torch.float32)
         if force_fp32 is None:
             force_fp32 = self.force_fp32_default
@@ -612,10 +611,14 @@ class SynthesisNetwork(torch.nn.Module):
                 names.append(f"b{res}.{layer_name(block, layer)}")
         return names
 
+    def _check_ws_shape(self, ws: torch.Tensor) -> None:
+        assert ws.ndim == 3, f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+        assert ws.shape[1:] == (self.num_ws, self.w_dim), \
+            f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+
     def ws_to_styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """Compute S from W+ [N, num_ws, w_dim]: each layer's affine output, exactly as `forward` computes it."""
-        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
-            f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+        self._check_ws_shape(ws)
         ws = ws.to(torch.float32)
         styles = []
         w_idx = 0

@@ -234,7 +234,7 @@ class ProgressEvent:
     preview: object | None = None
 
 
-# The standalone runner sets this to receive progress; it is None when nobody listens.
+# Callback that receives progress events from the standalone runner; None when no runner is listening.
 progress_listener: Callable[[ProgressEvent], None] | None = None
 # Node id being executed by the standalone runner, attached to progress events.
 current_node_id: str | None = None

@@ -1,5 +1,5 @@
 // StyleBridge frontend extension: colours for StyleBridge's socket types, so W latents, generators and diffusion
-// pipelines are told apart at a glance. ComfyUI serves this folder because the pack exports WEB_DIRECTORY.
+// pipelines are easy to distinguish. ComfyUI serves this folder because the pack exports WEB_DIRECTORY.
 import { app } from "../../scripts/app.js";
 
 // Keep in sync with nodes/sockets.py.
