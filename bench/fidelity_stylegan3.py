@@ -9,8 +9,10 @@ or 512 and channel_max 32, both doubled for config R as the official training sc
 parameter, `w_avg` and every `magnitude_ema` random values, pickles the generator with the official persistence
 code and loads the pickle with StyleBridge's loader. It then compares `G(z, c, truncation_psi=0.7)` for a batch
 of 4 on the CPU in fp32, once with StyleBridge's fast filtered leaky ReLU and once with its reference one, and
-compares the W latents of the two mapping networks. The translate/rotate cases set the official input transform
-as `gen_images.py` does and StyleBridge's with `set_input_transform`. Nothing the official code writes is kept.
+compares the W latents of the two mapping networks, the style vectors S (StyleBridge's `ws_to_styles` against the
+official affine outputs, recorded with forward hooks) and the image StyleBridge renders from the official S. The
+translate/rotate cases set the official input transform as `gen_images.py` does and StyleBridge's with
+`set_input_transform`. Nothing the official code writes is kept.
 Prints a markdown table of max abs differences and exits with status 1 when one exceeds 1e-4.
 """
 
@@ -136,15 +138,28 @@ def check_case(official_classes, config: str, resolution: int = 32, c_dim: int =
     z = torch.from_numpy(np.random.RandomState(3).randn(BATCH, 32)).float()
     c = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]) % c_dim, c_dim).float() if c_dim else None
     truncation = dict(truncation_psi=0.7, truncation_cutoff=cutoff)
+    # The official affine outputs (its style vectors), in the order the official synthesis runs its layers.
+    official_styles = []
+    affines = [official.synthesis.input.affine] + [getattr(official.synthesis, name).affine
+                                                   for name in official.synthesis.layer_names]
+    hooks = [affine.register_forward_hook(lambda module, inputs, output: official_styles.append(output))
+             for affine in affines]
     with torch.no_grad():
         reference = official(z, c, noise_mode="const", **truncation)
+        for hook in hooks:
+            hook.remove()
         fast = ours(z, c, noise_mode="const", **truncation)
         reference_filter = ours(z, c, noise_mode="const", filter_impl="reference", **truncation)
-        ws_difference = (official.mapping(z, c, **truncation) - ours.mapping(z, c, **truncation)).abs().max()
+        ws = ours.mapping(z, c, **truncation)
+        ws_difference = (official.mapping(z, c, **truncation) - ws).abs().max()
+        styles = ours.synthesis.ws_to_styles(ws)
+        styles_difference = max((a - b).abs().max().item() for a, b in zip(styles, official_styles, strict=True))
+        from_styles = ours.synthesis.synthesis_from_styles(official_styles)
     return dict(label=describe_case(config, resolution, c_dim, cutoff, transform, extra),
                 fast=(reference - fast).abs().max().item(),
                 reference=(reference - reference_filter).abs().max().item(),
-                ws=ws_difference.item(), image_max=reference.abs().max().item())
+                ws=ws_difference.item(), styles=styles_difference,
+                from_styles=(reference - from_styles).abs().max().item(), image_max=reference.abs().max().item())
 
 
 def main() -> int:
@@ -155,12 +170,13 @@ def main() -> int:
 
     rows = [check_case(official_classes, **case) for case in CASES]
     print(f"| case (fp32, CPU, batch {BATCH}, truncation_psi 0.7) | max abs difference, fast filter | "
-          "max abs difference, reference filter | max abs difference, W | max abs official image |")
-    print("|---|---|---|---|---|")
+          "max abs difference, reference filter | max abs difference, W | max abs difference, S | "
+          "max abs difference, image rendered from the official S | max abs official image |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['label']} | {row['fast']:.2e} | {row['reference']:.2e} | {row['ws']:.2e} | "
-              f"{row['image_max']:.2f} |")
-    worst = max(max(row["fast"], row["reference"], row["ws"]) for row in rows)
+              f"{row['styles']:.2e} | {row['from_styles']:.2e} | {row['image_max']:.2f} |")
+    worst = max(max(row["fast"], row["reference"], row["ws"], row["styles"], row["from_styles"]) for row in rows)
     print(f"\nworst: {worst:.2e} ({'within' if worst <= TOLERANCE else 'OUTSIDE'} the {TOLERANCE:.0e} tolerance)")
     return 0 if worst <= TOLERANCE else 1
 

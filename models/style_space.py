@@ -1,12 +1,11 @@
-"""Style space S (StyleGAN2 only): the per-layer style vectors that the affine layers compute from W+.
+"""Style space S: the per-layer style vectors that the affine layers compute from W+.
 
-S is the list of affine outputs of every SynthesisLayer and ToRGBLayer, in the order synthesis runs them
-(b4.conv1, b4.torgb, b8.conv0, b8.conv1, b8.torgb, ...), each [B, in_channels of that layer]. Editing single
-channels of S is the StyleSpace method (Wu et al., "StyleSpace Analysis", CVPR 2021), and StyleCLIP's global
-directions are directions in S.
-
-StyleGAN3 generators have no style path here: their layers modulate differently and `synthesis_from_styles`
-exists only on models.stylegan2.SynthesisNetwork.
+S is the list of affine outputs of every style layer, in the order synthesis runs them, each [B, channels of
+that layer]. StyleGAN2: every SynthesisLayer and ToRGBLayer (b4.conv1, b4.torgb, b8.conv0, b8.conv1, b8.torgb,
+...). StyleGAN3: the input's rotation and translation ([B, 4]), then every layer (L0_..., the ToRGB layer last).
+Editing single channels of S is the StyleSpace method (Wu et al., "StyleSpace Analysis", CVPR 2021), and
+StyleCLIP's global directions are directions in S. The networks describe their layers with `style_layout()`
+(models.stylegan2.StyleLayer).
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StyleGANStyles:
-    """A batch of style vectors S of one StyleGAN2 generator (the STYLEGAN_STYLES socket's value)."""
+    """A batch of style vectors S of one generator (the STYLEGAN_STYLES socket's value)."""
 
     styles: tuple[torch.Tensor, ...]  # One [B, channels] float32 CPU tensor per style layer, in synthesis order.
-    layer_names: tuple[str, ...]      # Synthesis module of each entry: "b4.conv1", "b4.torgb", ...
+    layer_names: tuple[str, ...]      # Synthesis module of each entry: "b4.conv1", "b4.torgb", "L0_36_512", ...
     fingerprint: str                  # The generator's W-space fingerprint (Generator.fingerprint).
     meta: dict = field(default_factory=dict)
 
@@ -62,7 +61,7 @@ class StyleGANStyles:
                                       f"the connected generator is {generator.fingerprint[:12]}. Connect the "
                                       f"generator the styles came from.")
         names = tuple(generator.synthesis.style_layer_names())
-        expected = [layer.in_channels for layer in _style_layers(generator)]
+        expected = [layer.channels for layer in generator.synthesis.style_layout()]
         if names != self.layer_names or expected != self.channels:
             ours = list(zip(self.layer_names, self.channels, strict=False))
             theirs = list(zip(names, expected, strict=False))
@@ -70,18 +69,13 @@ class StyleGANStyles:
 
 
 def require_style_space(generator, where: str = "") -> None:
-    """Raise ValueError unless `generator` has the StyleGAN2 style path (ws_to_styles / synthesis_from_styles)."""
+    """Raise ValueError unless `generator` has a style path (style_layout / ws_to_styles / synthesis_from_styles)."""
     synthesis = getattr(generator, "synthesis", None)
-    if not (hasattr(synthesis, "ws_to_styles") and hasattr(synthesis, "synthesis_from_styles")):
+    if not all(hasattr(synthesis, name) for name in ("style_layout", "ws_to_styles", "synthesis_from_styles")):
         prefix = f"{where}: " if where else ""
         architecture = getattr(generator, "architecture_name", type(generator).__name__)
-        raise ValueError(f"{prefix}style space is available for StyleGAN2 generators only; the connected generator "
-                         f"is {architecture}. Edit its latents in W or W+ instead.")
-
-
-def _style_layers(generator) -> list[torch.nn.Module]:
-    synthesis = generator.synthesis
-    return [layer for res in synthesis.block_resolutions for layer in getattr(synthesis, f"b{res}").style_layers()]
+        raise ValueError(f"{prefix}style space needs a StyleGAN2 or StyleGAN3 generator loaded by StyleBridge; the "
+                         f"connected generator is {architecture}. Edit its latents in W or W+ instead.")
 
 
 def _device(generator) -> torch.device:

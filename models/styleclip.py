@@ -1,4 +1,4 @@
-"""StyleCLIP text-driven edits of StyleGAN2 latents: global directions, latent optimisation and latent mappers.
+"""StyleCLIP text-driven edits of StyleGAN2 and StyleGAN3 latents: global directions, latent optimisation, mappers.
 
 StyleCLIP is Patashnik et al., "StyleCLIP: Text-Driven Manipulation of StyleGAN Imagery", ICCV 2021, with code in
 orpatashnik/StyleCLIP. The three methods here follow that code:
@@ -206,7 +206,7 @@ def global_direction(generator, clip: CLIPModel, data: StyleCLIPChannelData, neu
     """StyleCLIP's global direction in S for a prompt pair.
 
     Args:
-        generator: StyleGAN2 generator the fs3 data belongs to.
+        generator: StyleGAN2 or StyleGAN3 generator the fs3 data belongs to.
         clip: CLIP model the fs3 rows were measured with.
         data: fs3 and style statistics (load_channel_data or compute_channel_data).
         neutral, target: the prompts, e.g. "face" and "smiling face".
@@ -347,9 +347,9 @@ def _optimize(generator, clip: CLIPModel, latent: StyleGANLatent, target: str, s
     if space == "W+":
         trainable = variables
     else:
-        # StyleCLIP optimises the convolution styles only, so the ToRGB styles stay fixed.
+        # StyleCLIP optimises the convolution styles only, so the ToRGB (and StyleGAN3 input) styles stay fixed.
         layers = style_layers(generator)
-        trainable = [value for value, layer in zip(variables, layers, strict=True) if not layer.is_torgb]
+        trainable = [value for value, layer in zip(variables, layers, strict=True) if layer.is_conv]
     for value in trainable:
         value.requires_grad_(True)
     optimizer = torch.optim.Adam(trainable, lr=lr)
@@ -426,12 +426,6 @@ def sweep_strengths(strength: float, mode: str = "off", frames: int = 1, where: 
     return [float(value) for value in torch.linspace(low, float(strength), frames)]
 
 
-def _style_modules(generator) -> list[torch.nn.Module]:
-    """Return the SynthesisLayer and ToRGBLayer modules in S order."""
-    synthesis = generator.synthesis
-    return [module for res in synthesis.block_resolutions for module in getattr(synthesis, f"b{res}").style_layers()]
-
-
 @torch.no_grad()
 def project_styles_to_wplus(generator, ws: torch.Tensor, target: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
     """Fit W+ [B, num_ws, w_dim] to target styles by least squares, starting from `ws`.
@@ -443,7 +437,7 @@ def project_styles_to_wplus(generator, ws: torch.Tensor, target: list[torch.Tens
     relative error |S(w') - target| / |target - S(ws)| over all layers (0 when nothing changes).
     """
     layers = style_layers(generator)
-    modules = _style_modules(generator)
+    modules = generator.synthesis.style_modules()
     base = generator.synthesis.ws_to_styles(ws)
     deltas = [(goal.to(ws.device).double() - current.double()) for goal, current in zip(target, base, strict=True)]
     fitted = ws.detach().double().clone()

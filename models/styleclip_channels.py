@@ -9,14 +9,14 @@ follows:
    with truncation psi 0.7 on every layer (as global_directions/GetCode.py does), compute S, and take each
    channel's mean and population std. They are saved as `S_mean_std`, a pickle of [means, stds] with one array
    per style layer, ToRGB layers included.
-2. For each convolution style layer up to 128 px (fs3 rows follow synthesis order, ToRGB layers excluded), each
-   channel c and each of the first `num_images` samples: set c to its mean, render with c at mean - 5 std and at
-   mean + 5 std (const noise), and encode both images with CLIP.
+2. For each convolution style layer up to 128 px (fs3 rows follow synthesis order; ToRGB layers and StyleGAN3's
+   input transform are left out), each channel c and each of the first `num_images` samples: set c to its mean,
+   render with c at mean - 5 std and at mean + 5 std (const noise), and encode both images with CLIP.
 3. Per channel: normalise the features, subtract (- from +), normalise, average over images, normalise.
 
 The official scripts render one image per call. Here one batch contains many (channel, image, sign) rows, and the
-blocks before the edited layer run once per layer instead of once per image, which is where the speed-up comes
-from (bench/bench_styleclip.py). Progress is saved to a cache file after every chunk, so an interrupted run
+synthesis stages before the edited layer run once per layer instead of once per image, which is where the speed-up
+comes from (bench/bench_styleclip.py). Progress is saved to a cache file after every chunk, so an interrupted run
 resumes where it stopped and a finished one is reused.
 """
 
@@ -41,6 +41,7 @@ from ..runtime import host
 from .clip_models import CLIPModel
 from .safe_pickle import restricted_load
 from .style_space import require_style_space
+from .stylegan2 import StyleLayer
 
 logger = logging.getLogger(__name__)
 
@@ -63,45 +64,24 @@ class ChannelDataError(ValueError):
     """Raised when fs3 or style statistics do not fit the generator or the CLIP model, or a file is malformed."""
 
 
-@dataclass(frozen=True)
-class StyleLayer:
-    """One style layer of a StyleGAN2 synthesis network."""
-
-    index: int          # Position in S (synthesis order).
-    name: str           # "b8.conv0", "b8.torgb", ...
-    block: int          # Position of its block in synthesis.block_resolutions.
-    resolution: int     # Output resolution of the block, in pixels.
-    channels: int       # Style width (the layer's input channels).
-    is_torgb: bool      # ToRGB layers are never measured or edited by the global method.
-    w_index: int        # W+ entry the layer's affine reads.
-
-
 def style_layers(generator) -> list[StyleLayer]:
-    """Describe every style layer of `generator` in S order."""
+    """Describe every style layer of `generator` in S order (StyleGAN2 or StyleGAN3)."""
     require_style_space(generator)
-    synthesis = generator.synthesis
-    names = synthesis.style_layer_names()
-    layers = []
-    w_index = 0
-    for block_index, resolution in enumerate(synthesis.block_resolutions):
-        block = getattr(synthesis, f"b{resolution}")
-        for position, layer in enumerate(block.style_layers()):
-            name = names[len(layers)]
-            layers.append(StyleLayer(len(layers), name, block_index, resolution, layer.in_channels,
-                                     name.endswith("torgb"), w_index + position))
-        w_index += block.num_conv
-    return layers
+    return generator.synthesis.style_layout()
 
 
 def measured_layers(generator, max_resolution: int | None = DEFAULT_MAX_RESOLUTION) -> list[StyleLayer]:
-    """Convolution style layers whose block is at most `max_resolution` px (None = all), in fs3 row order."""
+    """Convolution style layers of at most `max_resolution` px (None = all), in fs3 row order.
+
+    A StyleGAN2 layer's resolution is its block's; a StyleGAN3 layer's is its output sampling rate.
+    """
     return [layer for layer in style_layers(generator)
-            if not layer.is_torgb and (max_resolution is None or layer.resolution <= max_resolution)]
+            if layer.is_conv and (max_resolution is None or layer.resolution <= max_resolution)]
 
 
 def allowed_row_counts(generator) -> list[int]:
     """fs3 row counts that fit `generator`: the channel totals of the first 1, 2, ... convolution style layers."""
-    counts = np.cumsum([layer.channels for layer in style_layers(generator) if not layer.is_torgb])
+    counts = np.cumsum([layer.channels for layer in style_layers(generator) if layer.is_conv])
     return [int(count) for count in counts]
 
 
@@ -270,7 +250,7 @@ def load_channel_data(path: str | os.PathLike, generator, statistics_path: str |
 
     Args:
         path: StyleCLIP's `fs3.npy`, or a StyleBridge `.safetensors` file from StyleCLIPComputeFS3.
-        generator: the StyleGAN2 generator the data must describe.
+        generator: the generator the data must describe.
         statistics_path: StyleCLIP's `S_mean_std`; by default the file of that name beside `path`. Without one,
             the statistics are computed from the generator with StyleCLIP's settings (and cached).
         where: node or command name for messages.
@@ -286,7 +266,7 @@ def load_channel_data(path: str | os.PathLike, generator, statistics_path: str |
         raise ChannelDataError(f"{path} contains an array of shape {list(fs3.shape)}; fs3.npy must be [channels, "
                                f"clip_dim].")
     layers = style_layers(generator)
-    conv_layers = [layer for layer in layers if not layer.is_torgb]
+    conv_layers = [layer for layer in layers if layer.is_conv]
     allowed = allowed_row_counts(generator)
     measured = tuple(layer.name for layer in conv_layers[:allowed.index(fs3.shape[0]) + 1]) \
         if fs3.shape[0] in allowed else ()
@@ -470,15 +450,13 @@ def _chunk_plan(layers: list[StyleLayer], channels_per_chunk: int) -> list[tuple
     return plan
 
 
-def _run_blocks(synthesis, first_block: int, last_block: int, x: torch.Tensor | None, img: torch.Tensor | None,
-                styles: list[torch.Tensor], layers: list[StyleLayer]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run synthesis blocks first_block..last_block - 1 from (x, img) with explicit styles (const noise)."""
-    for block_index in range(first_block, last_block):
-        block = getattr(synthesis, f"b{synthesis.block_resolutions[block_index]}")
-        block_styles = [styles[layer.index] for layer in layers if layer.block == block_index]
-        x, img = block(x, img, None, noise_mode="const", force_fp32=synthesis.force_fp32_default,
-                       styles=block_styles)
-    return x, img
+def _rows_of(state, index: torch.Tensor):
+    """Select batch rows `index` from a synthesis state: a tensor, None, or a tuple of those."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state[index]
+    return tuple(_rows_of(part, index) for part in state)
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
@@ -491,8 +469,8 @@ def _unit_rows(features: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _measure_chunk(generator, clip: CLIPModel, layers: list[StyleLayer], layer: StyleLayer, first: int, end: int,
-                   base: list[torch.Tensor], prefix: tuple[torch.Tensor | None, torch.Tensor | None],
+def _measure_chunk(generator, clip: CLIPModel, layer: StyleLayer, first: int, end: int,
+                   base: list[torch.Tensor], prefix_state: tuple | torch.Tensor | None,
                    statistics: StyleStatistics, delta_std: float, mean_reset: str, batch_size: int) -> torch.Tensor:
     """fs3 rows [end - first, clip_dim] for channels first..end-1 of `layer`."""
     synthesis = generator.synthesis
@@ -502,7 +480,6 @@ def _measure_chunk(generator, clip: CLIPModel, layers: list[StyleLayer], layer: 
     total_rows = channels * num_images * 2
     mean = statistics.mean[layer.index].to(device)
     std = statistics.std[layer.index].to(device)
-    x_prefix, img_prefix = prefix
     features = torch.empty(total_rows, clip.embed_dim)
 
     # Rows are ordered (channel, image, sign) with sign 0 = mean - delta_std * std, as StyleCLIP's alpha [-5, 5].
@@ -525,9 +502,8 @@ def _measure_chunk(generator, clip: CLIPModel, layers: list[StyleLayer], layer: 
         edited[torch.arange(len(rows), device=device), channel] = mean[channel] + sign * delta_std * std[channel]
         styles[layer.index] = edited
 
-        x = x_prefix[image] if x_prefix is not None else None
-        img = img_prefix[image] if img_prefix is not None else None
-        _, images = _run_blocks(synthesis, layer.block, len(synthesis.block_resolutions), x, img, styles, layers)
+        _, images = synthesis.run_style_stages(styles, layer.stage, state=_rows_of(prefix_state, image),
+                                               noise_mode="const")
         features[row_start:row_start + len(rows)] = clip.encode_generator_images(images, clamp=True).cpu()
     return _unit_rows(features.view(channels, num_images, 2, -1))
 
@@ -565,14 +541,14 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
     """Compute fs3 and the style statistics for `generator` with StyleCLIP's procedure (see the module docstring).
 
     Args:
-        generator: StyleGAN2 generator (style space is StyleGAN2-only).
+        generator: StyleGAN2 or StyleGAN3 generator.
         clip: the CLIP model whose image space the rows live in (StyleCLIP uses OpenAI ViT-B/32).
         num_images: images per channel (100 in StyleCLIP).
         num_samples: latents for the style statistics (100,000 in StyleCLIP).
         seed: seed of numpy's RandomState for z (5 in StyleCLIP).
         truncation_psi: truncation of the sampled W (0.7 in StyleCLIP).
         delta_std: edit size in standard deviations on each side of the mean (5 in StyleCLIP).
-        max_resolution: measure convolution layers up to this block resolution (128 in StyleCLIP); None = all.
+        max_resolution: measure convolution layers up to this resolution (128 in StyleCLIP); None = all.
         batch_size: images rendered per synthesis call.
         mean_reset: "channel" resets only the measured channel to its mean, as StyleCLIP's code intends.
             "cumulative" reproduces what its SingleChannel.py does through an in-place assignment: every channel
@@ -599,8 +575,9 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
     layers = style_layers(generator)
     targets = measured_layers(generator, max_resolution)
     if not targets:
+        lowest = min(layer.resolution for layer in layers if layer.is_conv)
         raise ValueError(f"{prefix}no convolution layer is at or below max_resolution {max_resolution} px; the "
-                         f"smallest block is {layers[0].resolution} px.")
+                         f"lowest convolution layer is {lowest} px. Raise max_resolution to at least {lowest}.")
     total = sum(layer.channels for layer in targets)
 
     # 2. Reuse a finished result or resume an interrupted one.
@@ -626,13 +603,13 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
     mean_device = [m.to(device) for m in statistics.mean]
 
     # 4. Measure chunk by chunk. A chunk contains whole channels, and with 2 * num_images rows per channel it spans
-    # about one batch. Chunks never straddle layers, so the prefix (blocks before the layer) is computed once per layer.
+    # about one batch. Chunks never straddle layers, so the stages before the layer run once per layer.
     channels_per_chunk = max(1, batch_size // (2 * num_images))
     plan = _chunk_plan(targets, channels_per_chunk)
     bar = host.ProgressBar(total)
     done = state.done
     bar.update_absolute(done, total)
-    current_layer, prefix_cache = None, (None, None)
+    current_layer, prefix_cache = None, None
     position = 0
     for layer, first, end in plan:
         if position + (end - first) <= done:
@@ -643,10 +620,10 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
                 if earlier.index < layer.index:
                     base[earlier.index] = mean_device[earlier.index].unsqueeze(0).expand_as(base[earlier.index])
         if current_layer != layer.index:
-            prefix_cache = _run_blocks(generator.synthesis, 0, layer.block, None, None, base, layers) \
-                if layer.block > 0 else (None, None)
+            prefix_cache = generator.synthesis.run_style_stages(base, 0, layer.stage, noise_mode="const")[0] \
+                if layer.stage > 0 else None
             current_layer = layer.index
-        rows = _measure_chunk(generator, clip, layers, layer, first, end, base, prefix_cache, statistics,
+        rows = _measure_chunk(generator, clip, layer, first, end, base, prefix_cache, statistics,
                               delta_std, mean_reset, batch_size)
         state.rows.append(rows)
         position += end - first

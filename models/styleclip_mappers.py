@@ -151,7 +151,7 @@ class StyleCLIPMapper:
         prefix = f"{where}: " if where else ""
         if self.kind == "stylespace":
             layers = style_layers(generator)
-            expected = {layer.index: layer.channels for layer in layers if not layer.is_torgb}
+            expected = {layer.index: layer.channels for layer in layers if layer.is_conv}
             if self.network.widths != expected:
                 raise MapperCheckpointError(
                     f"{prefix}the S-space mapper {self.source} has layers {sorted(self.network.widths.items())[:6]}"
@@ -271,7 +271,7 @@ def write_mapper_checkpoint(path: str | os.PathLike, generator, kind: str = "lev
             network = SingleMapper(generator.w_dim)
         else:
             layers = style_layers(generator)
-            network = StyleSpaceMapper({layer.index: layer.channels for layer in layers if not layer.is_torgb})
+            network = StyleSpaceMapper({layer.index: layer.channels for layer in layers if layer.is_conv})
         for module in network.modules():
             if isinstance(module, EqualLinearLReLU):
                 module.bias.data.normal_(0, 1)

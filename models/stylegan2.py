@@ -553,6 +553,23 @@ class SynthesisBlock(torch.nn.Module):
         return layers
 
 
+@dataclass(frozen=True)
+class StyleLayer:
+    """One layer of style space S: a layer whose style vector is an affine transform of one W+ entry."""
+
+    index: int          # Position in S (synthesis order).
+    name: str           # Module name in the synthesis network: "b8.conv0", "b8.torgb", "L3_52_512", "input".
+    stage: int          # Stage of SynthesisNetwork.run_style_stages that runs it (a StyleGAN2 block).
+    resolution: int     # Output resolution of the layer, in pixels (StyleGAN3: its sampling rate).
+    channels: int       # Style width: the layer's input channels (4 for StyleGAN3's input transform).
+    kind: str           # "conv", "torgb", or "input" (StyleGAN3's learned rotation and translation).
+    w_index: int        # W+ entry the layer's affine transform reads.
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == "conv"
+
+
 class SynthesisNetwork(torch.nn.Module):
     def __init__(self, config: StyleGAN2Config):
         super().__init__()
@@ -599,17 +616,29 @@ class SynthesisNetwork(torch.nn.Module):
                            noise_generator=noise_generator)
         return img
 
-    # Style space (StyleGAN2 only): S is the list of every affine output, one tensor [N, in_channels] per
-    # SynthesisLayer and ToRGBLayer, in the order the layers run.
+    # Style space: S is the list of every affine output, one tensor [N, in_channels] per SynthesisLayer and
+    # ToRGBLayer, in the order the layers run. A block is one stage of `run_style_stages`.
+
+    def style_layout(self) -> list[StyleLayer]:
+        """Describe every layer of S ("b4.conv1", "b4.torgb", "b8.conv0", ...) in S order."""
+        layout = []
+        w_index = 0
+        for stage, res in enumerate(self.block_resolutions):
+            block = getattr(self, f"b{res}")
+            for position, layer in enumerate(block.style_layers()):
+                name = layer_name(block, layer)
+                layout.append(StyleLayer(len(layout), f"b{res}.{name}", stage, res, layer.in_channels,
+                                         "torgb" if name == "torgb" else "conv", w_index + position))
+            w_index += block.num_conv
+        return layout
+
+    def style_modules(self) -> list[torch.nn.Module]:
+        """Return the layers that take a style, in S order. Each has an `affine` FullyConnectedLayer."""
+        return [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").style_layers()]
 
     def style_layer_names(self) -> list[str]:
-        """Module names of the layers that take a style ("b4.conv1", "b4.torgb", "b8.conv0", ...), in S order."""
-        names = []
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            for layer in block.style_layers():
-                names.append(f"b{res}.{layer_name(block, layer)}")
-        return names
+        """Return the module names of the layers that take a style ("b4.conv1", "b4.torgb", ...), in S order."""
+        return [layer.name for layer in self.style_layout()]
 
     def _check_ws_shape(self, ws: torch.Tensor) -> None:
         assert ws.ndim == 3, f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
@@ -620,36 +649,42 @@ class SynthesisNetwork(torch.nn.Module):
         """Compute S from W+ [N, num_ws, w_dim]: each layer's affine output, exactly as `forward` computes it."""
         self._check_ws_shape(ws)
         ws = ws.to(torch.float32)
-        styles = []
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            w_idx += block.num_conv
-            for layer, w in zip(block.style_layers(), block_ws.unbind(dim=1), strict=True):
-                styles.append(layer.affine(w))  # [N, in_channels]
-        return styles
+        return [module.affine(ws[:, layer.w_index])  # [N, in_channels]
+                for layer, module in zip(self.style_layout(), self.style_modules(), strict=True)]
+
+    def run_style_stages(self, styles: list[torch.Tensor], first: int = 0, last: int | None = None,
+                         state: tuple | None = None, noise_mode: str = "random", force_fp32: bool | None = None,
+                         noise_generator: torch.Generator | None = None) -> tuple[tuple, torch.Tensor | None]:
+        """Run blocks first..last-1 from `state` with the styles of S (all layers' tensors, see `ws_to_styles`).
+
+        `state` is what an earlier call returned for the blocks before `first` (None when `first` is 0), so a
+        caller that edits the styles of one block can run the blocks before it once. Returns the new state and the
+        image [N, C, H, W] once the last block has run (else None).
+        """
+        layout = self.style_layout()
+        assert len(styles) == len(layout), f"expected {len(layout)} style tensors, got {len(styles)}"
+        for layer, style in zip(layout, styles, strict=True):
+            assert style.ndim == 2, f"style {layer.index} ({layer.name}) must be [N, channels], got {list(style.shape)}"
+            assert style.shape[1] == layer.channels, \
+                f"style {layer.index} ({layer.name}) must be [N, {layer.channels}], got {list(style.shape)}"
+        last = len(self.block_resolutions) if last is None else last
+        assert (state is None) == (first == 0), "pass the state of the blocks before `first`, and only then"
+        if force_fp32 is None:
+            force_fp32 = self.force_fp32_default
+        x, img = state if state is not None else (None, None)
+        for stage in range(first, last):
+            block = getattr(self, f"b{self.block_resolutions[stage]}")
+            block_styles = [styles[layer.index].to(torch.float32) for layer in layout if layer.stage == stage]
+            x, img = block(x, img, None, noise_mode=noise_mode, force_fp32=force_fp32,
+                           noise_generator=noise_generator, styles=block_styles)
+        return (x, img), (img if last == len(self.block_resolutions) else None)
 
     def synthesis_from_styles(self, styles: list[torch.Tensor], noise_mode: str = "random",
                               force_fp32: bool | None = None,
                               noise_generator: torch.Generator | None = None) -> torch.Tensor:
         """Render images [N, C, H, W] from S (see `ws_to_styles`); equal to `forward` on the W+ that gave S."""
-        layers = [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").style_layers()]
-        assert len(styles) == len(layers), f"expected {len(layers)} style tensors, got {len(styles)}"
-        for index, (layer, style) in enumerate(zip(layers, styles, strict=True)):
-            assert style.ndim == 2 and style.shape[1] == layer.in_channels, \
-                f"style {index} must be [N, {layer.in_channels}], got {list(style.shape)}"
-        if force_fp32 is None:
-            force_fp32 = self.force_fp32_default
-        x = img = None
-        s_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            count = block.num_conv + block.num_torgb
-            block_styles = [style.to(torch.float32) for style in styles[s_idx:s_idx + count]]
-            s_idx += count
-            x, img = block(x, img, None, noise_mode=noise_mode, force_fp32=force_fp32,
-                           noise_generator=noise_generator, styles=block_styles)
+        _, img = self.run_style_stages(styles, noise_mode=noise_mode, force_fp32=force_fp32,
+                                       noise_generator=noise_generator)
         return img
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .filters import upfirdn2d
-from .stylegan2 import NOISE_MODES, FullyConnectedLayer, MappingNetwork
+from .stylegan2 import NOISE_MODES, FullyConnectedLayer, MappingNetwork, StyleLayer
 from .stylegan2 import Generator as _StyleGAN2Generator
 
 if TYPE_CHECKING:
@@ -463,8 +463,9 @@ def filtered_lrelu(
         x = _upsample_axis(x, kernel, up, py0, py1, axis=2)
         x = _upsample_axis(x, kernel, up, px0, px1, axis=3)
 
-    # 3. Nonlinearity at the high rate; x is a fresh tensor here, so in-place ops are safe.
-    x = _activate(x, 1.0, slope, clamp, inplace=True)
+    # 3. Nonlinearity at the high rate. x is a fresh tensor here, so in-place ops are safe unless autograd needs
+    #    the leaky ReLU's output for the backward pass (projection, StyleCLIP optimisation).
+    x = _activate(x, 1.0, slope, clamp, inplace=not (x.requires_grad and torch.is_grad_enabled()))
 
     # 4. Downsampling filter evaluated only at the kept samples.
     if fd is not None:
@@ -563,20 +564,26 @@ class SynthesisInput(torch.nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        batch_size = w.shape[0]
-        assert w.shape == (batch_size, self.w_dim), f"w must be [N, {self.w_dim}], got {list(w.shape)}"
+    def forward(self, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Compute Fourier features [N, C, H, W] for W [N, w_dim], or for the affine output `styles` [N, 4] instead."""
+        if styles is None:
+            assert w.ndim == 2, f"w must be [N, {self.w_dim}], got {list(w.shape)}"
+            assert w.shape[1] == self.w_dim, f"w must be [N, {self.w_dim}], got {list(w.shape)}"
+            styles = self.affine(w)
+        batch_size = styles.shape[0]
+        assert styles.shape == (batch_size, 4), f"styles must be [N, 4], got {list(styles.shape)}"
+        device = styles.device
 
         # Learned transform: normalise the rotation part to unit length, then build the inverse rotation and
         # translation as 3x3 matrices and apply them after the user transform.
-        t = self.affine(w)
+        t = styles
         t = t / t[:, :2].norm(dim=1, keepdim=True)  # [N, 4]: cos, sin, tx, ty.
-        rotation = torch.eye(3, device=w.device).repeat(batch_size, 1, 1)
+        rotation = torch.eye(3, device=device).repeat(batch_size, 1, 1)
         rotation[:, 0, 0] = t[:, 0]
         rotation[:, 0, 1] = -t[:, 1]
         rotation[:, 1, 0] = t[:, 1]
         rotation[:, 1, 1] = t[:, 0]
-        translation = torch.eye(3, device=w.device).repeat(batch_size, 1, 1)
+        translation = torch.eye(3, device=device).repeat(batch_size, 1, 1)
         translation[:, 0, 2] = -t[:, 2]
         translation[:, 1, 2] = -t[:, 3]
         transforms = rotation @ translation @ self.transform.unsqueeze(0)  # [N, 3, 3]
@@ -590,7 +597,7 @@ class SynthesisInput(torch.nn.Module):
 
         # Pixel centres in image-width units, from affine_grid: [1, H, W, 2] with (x, y) in the last dimension.
         width, height = self.size
-        theta = torch.zeros([1, 2, 3], device=w.device)
+        theta = torch.zeros([1, 2, 3], device=device)
         theta[0, 0, 0] = 0.5 * width / self.sampling_rate
         theta[0, 1, 1] = 0.5 * height / self.sampling_rate
         grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)
@@ -639,14 +646,17 @@ class SynthesisLayer(torch.nn.Module):
             return torch.zeros([taps, taps] if radial else [taps])
         return design_lowpass_filter(taps, cutoff, 2 * half_width, self.tmp_sampling_rate, radial=radial)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, force_fp32: bool = False,
-                filter_impl: str = "fast") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, force_fp32: bool = False,
+                filter_impl: str = "fast", styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the layer with the style from W `w` [N, w_dim], or with the affine output `styles` [N, in_channels]."""
         in_width, in_height = self.in_size
         assert x.shape[1:] == (self.in_channels, in_height, in_width), \
             f"expected [N, {self.in_channels}, {in_height}, {in_width}], got {list(x.shape)}"
-        assert w.shape == (x.shape[0], self.w_dim), f"w must be [{x.shape[0]}, {self.w_dim}], got {list(w.shape)}"
-
-        styles = self.affine(w)
+        if styles is None:
+            assert w.shape == (x.shape[0], self.w_dim), f"w must be [{x.shape[0]}, {self.w_dim}], got {list(w.shape)}"
+            styles = self.affine(w)
+        assert styles.shape == (x.shape[0], self.in_channels), \
+            f"styles must be [{x.shape[0]}, {self.in_channels}], got {list(styles.shape)}"
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
 
@@ -727,9 +737,74 @@ class SynthesisNetwork(torch.nn.Module):
         x = self.input(ws[0])
         for name, w in zip(self.layer_names, ws[1:], strict=True):
             x = getattr(self, name)(x, w, force_fp32=force_fp32, filter_impl=filter_impl)
+        return self._output(x)
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32).contiguous()
+
+    # Style space: S is the affine output of the input (its rotation and translation, [N, 4]) and of every layer
+    # ([N, in_channels]), in the order they run. Each reads its own W+ entry, so an S edit of one layer has an
+    # exact W+ form whenever that layer's affine weight has full row rank. Every layer is a stage of
+    # `run_style_stages`, with the input as stage 0.
+
+    def style_layout(self) -> list[StyleLayer]:
+        """Describe every layer of S ("input", "L0_36_512", ..., the ToRGB layer last) in S order."""
+        layout = [StyleLayer(0, "input", 0, int(self.input.sampling_rate), 4, "input", 0)]
+        for index, name in enumerate(self.layer_names):
+            layer = getattr(self, name)
+            layout.append(StyleLayer(index + 1, name, index + 1, int(layer.out_sampling_rate), layer.in_channels,
+                                     "torgb" if layer.is_torgb else "conv", index + 1))
+        return layout
+
+    def style_modules(self) -> list[torch.nn.Module]:
+        """Return the input and the layers, in S order. Each has an `affine` FullyConnectedLayer."""
+        return [self.input] + [getattr(self, name) for name in self.layer_names]
+
+    def style_layer_names(self) -> list[str]:
+        """Return the module names of the style layers ("input", "L0_36_512", ...), in S order."""
+        return ["input", *self.layer_names]
+
+    def ws_to_styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """Compute S from W+ [N, num_ws, w_dim]: each affine output, exactly as `forward` computes it."""
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}.")
+        ws = ws.to(torch.float32).unbind(dim=1)
+        return [module.affine(w) for module, w in zip(self.style_modules(), ws, strict=True)]
+
+    def run_style_stages(self, styles: list[torch.Tensor], first: int = 0, last: int | None = None,
+                         state: torch.Tensor | None = None, noise_mode: str = "random",
+                         force_fp32: bool | None = None, noise_generator: torch.Generator | None = None,
+                         filter_impl: str = "fast") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run stages first..last-1 (0 = the input, k = layer k - 1) from `state` with the styles of S.
+
+        `state` is the activation an earlier call returned for the stages before `first` (None when `first` is
+        0). Returns the new activation and the image [N, C, H, W] once the ToRGB layer has run (else None).
+        `noise_mode` and `noise_generator` are accepted for the StyleGAN2 calling convention and ignored.
+        """
+        del noise_mode, noise_generator
+        modules = self.style_modules()
+        assert len(styles) == len(modules), f"expected {len(modules)} style tensors, got {len(styles)}"
+        last = len(modules) if last is None else last
+        assert (state is None) == (first == 0), "pass the state of the stages before `first`, and only then"
+        if force_fp32 is None:
+            force_fp32 = self.force_fp32_default
+        x = state
+        for stage in range(first, last):
+            style = styles[stage].to(torch.float32)
+            if stage == 0:
+                x = self.input(None, styles=style)
+            else:
+                x = modules[stage](x, None, force_fp32=force_fp32, filter_impl=filter_impl, styles=style)
+        return x, (self._output(x) if last == len(modules) else None)
+
+    def synthesis_from_styles(self, styles: list[torch.Tensor], noise_mode: str = "random",
+                              force_fp32: bool | None = None, noise_generator: torch.Generator | None = None,
+                              filter_impl: str = "fast") -> torch.Tensor:
+        """Render images [N, C, H, W] from S (see `ws_to_styles`); equal to `forward` on the W+ that gave S."""
+        _, img = self.run_style_stages(styles, force_fp32=force_fp32, filter_impl=filter_impl)
+        return img
 
 
 class Generator(torch.nn.Module):

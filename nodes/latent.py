@@ -470,7 +470,7 @@ class LoadLatentFromImage:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Style space (StyleGAN2 only).
+# Style space (StyleGAN2 and StyleGAN3).
 
 
 class StyleGANLatentToStyles:
@@ -479,7 +479,7 @@ class StyleGANLatentToStyles:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (STYLEGAN, {"tooltip": "StyleGAN2 generator the latent belongs to."}),
+            "generator": (STYLEGAN, {"tooltip": "Generator the latent belongs to (StyleGAN2 or StyleGAN3)."}),
             "latent": _latent_input("W or W+ latents."),
         }}
 
@@ -487,7 +487,8 @@ class StyleGANLatentToStyles:
     RETURN_NAMES = ("styles",)
     FUNCTION = "convert"
     CATEGORY = STYLE_CATEGORY
-    DESCRIPTION = "S = the output of every layer's style affine, in synthesis order (StyleGAN2 only)."
+    DESCRIPTION = ("S = the output of every layer's style affine, in synthesis order. StyleGAN3's S starts with "
+                   "its input transform (cos, sin, tx, ty).")
 
     def convert(self, generator, latent):
         from ..models.style_space import latent_to_styles
@@ -527,7 +528,7 @@ class StyleGANGenerateFromStyles:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (STYLEGAN, {"tooltip": "StyleGAN2 generator the styles came from."}),
+            "generator": (STYLEGAN, {"tooltip": "Generator the styles came from."}),
             "styles": (STYLEGAN_STYLES, {"tooltip": "Style vectors S."}),
             "noise_mode": (NOISE_MODES, {"default": "const",
                                          "tooltip": "Per-pixel noise: const = the stored noise, random = new noise, "
@@ -580,7 +581,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadStyleGANLatent": "Load Latent (StyleGAN)",
     "SaveStyleGANImage": "Save Image with Latent (StyleGAN)",
     "LoadLatentFromImage": "Load Latent from Image (StyleGAN)",
-    "StyleGANLatentToStyles": "Latent to Styles (StyleGAN2)",
-    "StyleGANStylesEditChannel": "Edit Style Channel (StyleGAN2)",
-    "StyleGANGenerateFromStyles": "Generate from Styles (StyleGAN2)",
+    "StyleGANLatentToStyles": "Latent to Styles",
+    "StyleGANStylesEditChannel": "Edit Style Channel",
+    "StyleGANGenerateFromStyles": "Generate from Styles",
 }

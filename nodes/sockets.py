@@ -3,7 +3,7 @@
 STYLEGAN = "STYLEGAN"  # models.stylegan2.Generator (or any generator with the official calling convention)
 STYLEGAN_LATENT = "STYLEGAN_LATENT"  # models.latents.StyleGANLatent
 STYLEGAN_DIRECTION = "STYLEGAN_DIRECTION"  # models.directions.StyleGANDirection
-STYLEGAN_STYLES = "STYLEGAN_STYLES"  # models.style_space.StyleGANStyles (StyleGAN2 only)
+STYLEGAN_STYLES = "STYLEGAN_STYLES"  # models.style_space.StyleGANStyles
 STYLEGAN_ENCODER = "STYLEGAN_ENCODER"  # models.encoders.Encoder (pSp or e4e, with its decoder generator)
 DIFFUSION_PIPELINE = "DIFFUSION_PIPELINE"  # models.diffusion.DiffusionPipeline
 FACE_TRANSFORM = "FACE_TRANSFORM"  # tuple of models.alignment.FaceTransform, one per image of the batch

@@ -98,12 +98,12 @@ class LoadStyleCLIPFS3:
 
 
 class StyleCLIPComputeFS3:
-    """Compute fs3 and the style statistics for any StyleGAN2 generator, with StyleCLIP's procedure."""
+    """Compute fs3 and the style statistics for any StyleGAN2 or StyleGAN3 generator, with StyleCLIP's procedure."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (STYLEGAN, {"tooltip": "StyleGAN2 generator to measure."}),
+            "generator": (STYLEGAN, {"tooltip": "StyleGAN2 or StyleGAN3 generator to measure."}),
             "clip": (OPEN_CLIP, {"tooltip": "CLIP model whose image space the directions live in; edit with the "
                                             "same model."}),
             "num_images": ("INT", {"default": 100, "min": 1, "max": 10_000,
@@ -181,7 +181,7 @@ class StyleCLIPEdit:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": (STYLEGAN, {"tooltip": "StyleGAN2 generator the latent belongs to."}),
+                "generator": (STYLEGAN, {"tooltip": "Generator the latent belongs to (StyleGAN2 or StyleGAN3)."}),
                 "latent": (STYLEGAN_LATENT, {"tooltip": "W or W+ latents to edit."}),
                 "method": (list(METHODS), {
                     "default": "global directions",
@@ -260,7 +260,7 @@ class StyleCLIPApplyDirection:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (STYLEGAN, {"tooltip": "StyleGAN2 generator the direction and latent belong to."}),
+            "generator": (STYLEGAN, {"tooltip": "Generator the direction and latent belong to."}),
             "latent": (STYLEGAN_LATENT, {"tooltip": "Latents to edit. An optimisation result contains one edit per "
                                                     "latent it was found for, so it needs a batch of that size."}),
             "direction": (STYLECLIP_DIRECTION, {"tooltip": "The direction output of StyleCLIP Edit."}),

@@ -30,7 +30,7 @@ class LoadStyleGAN:
     RETURN_NAMES = ("generator",)
     FUNCTION = "load"
     CATEGORY = f"{CATEGORY}/stylegan"
-    DESCRIPTION = "Loads a StyleGAN2 generator; the format is detected from the file content."
+    DESCRIPTION = "Loads a StyleGAN2 or StyleGAN3 generator; the format is detected from the file content."
 
     def load(self, ckpt_name, device, dtype):
         from ..models.checkpoints import load_stylegan

@@ -46,3 +46,11 @@ def tiny_generator(tiny_config):
     from stylebridge.models.checkpoint_writers import make_generator
 
     return make_generator(tiny_config, seed=0)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """An untrained CLIP model small enough for tests (model_helpers.SMALL_CLIP_CONFIG)."""
+    from model_helpers import small_clip
+
+    return small_clip(tmp_path_factory.mktemp("clip"))

@@ -14,6 +14,7 @@ import torch
 from model_helpers import state_hash
 
 from stylebridge.models import perceptual
+from stylebridge.models.checkpoint_writers import make_stylegan3_generator
 from stylebridge.models.latents import StyleGANLatent
 from stylebridge.models.perceptual import (
     LPIPSDistance,
@@ -24,6 +25,7 @@ from stylebridge.models.perceptual import (
 )
 from stylebridge.models.projector import ProjectorSchedule, project, w_statistics
 from stylebridge.models.sampling import generate_images, sample_w
+from stylebridge.models.stylegan3 import StyleGAN3Config
 from stylebridge.runtime import host
 
 SELF_INVERSION_PSNR_FLOOR = 28.0
@@ -77,6 +79,17 @@ def test_self_inversion_reaches_psnr_floor(tiny_generator):
     assert result.psnr >= SELF_INVERSION_PSNR_FLOOR
     assert not result.interrupted
     assert result.steps_run == 150
+
+
+def test_stylegan3_projection_lowers_loss():
+    # StyleGAN3 layers clamp after the leaky ReLU, which must stay differentiable.
+    config = StyleGAN3Config.for_variant("t", z_dim=8, w_dim=8, img_resolution=16, num_layers=4, num_critical=1,
+                                         channel_base=256, channel_max=16, mapping_layers=2, conv_clamp=0.5)
+    generator = make_stylegan3_generator(config, seed=2)
+    target = render(generator, sample_w(generator, 1, truncation_psi=0.5))
+    start = project(generator, target, space="W", steps=1, noise="none")
+    result = project(generator, target, space="W", steps=30, noise="none")
+    assert result.loss < start.loss
 
 
 def test_result_latent_renders_reconstruction(tiny_generator):

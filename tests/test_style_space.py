@@ -1,14 +1,21 @@
-"""Style space S: W+ to S and S to images, which must equal rendering the W+ directly."""
+"""Style space S of StyleGAN2 and StyleGAN3: W+ to S and S to images, which must equal rendering the W+ directly."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from stylebridge.models.checkpoint_writers import make_generator
+from stylebridge.models.checkpoint_writers import make_generator, make_stylegan3_generator
 from stylebridge.models.latents import LatentMismatchError
 from stylebridge.models.sampling import generate_images, sample_w
-from stylebridge.models.style_space import StyleGANStyles, edit_style_channel, latent_to_styles, styles_to_images
+from stylebridge.models.style_space import (
+    StyleGANStyles,
+    edit_style_channel,
+    latent_to_styles,
+    require_style_space,
+    styles_to_images,
+)
 from stylebridge.models.stylegan2 import StyleGAN2Config
-from stylebridge.models.stylegan3 import Generator as StyleGAN3Generator
 from stylebridge.models.stylegan3 import StyleGAN3Config
 from stylebridge.nodes.latent import StyleGANGenerateFromStyles, StyleGANLatentToStyles, StyleGANStylesEditChannel
 
@@ -85,13 +92,65 @@ def test_styles_need_one_tensor_per_layer():
         StyleGANStyles((torch.zeros(1, 4),), ("b4.conv1", "b4.torgb"), "x")
 
 
-def test_stylegan3_generator_has_no_style_space():
-    config = StyleGAN3Config(z_dim=8, w_dim=8, img_resolution=16, num_layers=4, num_critical=1, channel_base=256,
-                             channel_max=16, mapping_layers=2, num_fp16_res=0)
-    generator = StyleGAN3Generator(config)
-    with pytest.raises(ValueError, match="Node: style space is available for StyleGAN2 generators only; the "
-                                         "connected generator is stylegan3"):
-        latent_to_styles(generator, sample_w(generator, seed=0), where="Node")
+@pytest.fixture(scope="module", params=["t", "r"])
+def stylegan3_generator(request):
+    config = StyleGAN3Config.for_variant(request.param, z_dim=8, w_dim=8, img_resolution=16, num_layers=4,
+                                         num_critical=1, channel_base=256, channel_max=16, mapping_layers=2)
+    return make_stylegan3_generator(config, seed=2)
+
+
+def test_stylegan3_synthesis_from_styles_equals_synthesis_from_w_plus(stylegan3_generator):
+    ws = distinct_layer_latent(stylegan3_generator).ws()
+    styles = stylegan3_generator.synthesis.ws_to_styles(ws)
+    expected = stylegan3_generator.synthesis(ws)
+    assert torch.equal(stylegan3_generator.synthesis.synthesis_from_styles(styles), expected)
+
+
+def test_stylegan3_style_layers_start_with_input_transform(stylegan3_generator):
+    styles = latent_to_styles(stylegan3_generator, sample_w(stylegan3_generator, seed=0))
+    assert styles.layer_names == ("input", *stylegan3_generator.synthesis.layer_names)
+    assert styles.channels[0] == 4
+    kinds = [layer.kind for layer in stylegan3_generator.synthesis.style_layout()]
+    assert kinds == ["input", "conv", "conv", "conv", "conv", "torgb"]
+
+
+def test_stylegan3_style_of_layer_reads_its_own_w_entry(stylegan3_generator):
+    ws = distinct_layer_latent(stylegan3_generator, seed=1).ws()
+    styles = stylegan3_generator.synthesis.ws_to_styles(ws)
+    layer = getattr(stylegan3_generator.synthesis, stylegan3_generator.synthesis.layer_names[2])
+    assert torch.equal(styles[3], layer.affine(ws[:, 3]))
+
+
+@pytest.mark.parametrize("split", [1, 3, 5])
+def test_stylegan3_stages_resume_from_state(stylegan3_generator, split):
+    synthesis = stylegan3_generator.synthesis
+    styles = synthesis.ws_to_styles(distinct_layer_latent(stylegan3_generator, seed=2).ws())
+    state, image = synthesis.run_style_stages(styles, 0, split)
+    assert image is None
+    _, resumed = synthesis.run_style_stages(styles, split, state=state)
+    assert torch.equal(resumed, synthesis.synthesis_from_styles(styles))
+
+
+def test_stylegan2_stages_resume_from_state(tiny_generator):
+    synthesis = tiny_generator.synthesis
+    styles = synthesis.ws_to_styles(distinct_layer_latent(tiny_generator, seed=2).ws())
+    state, _ = synthesis.run_style_stages(styles, 0, 2, noise_mode="const")
+    _, resumed = synthesis.run_style_stages(styles, 2, state=state, noise_mode="const")
+    assert torch.equal(resumed, synthesis.synthesis_from_styles(styles, noise_mode="const"))
+
+
+def test_stylegan3_input_style_edit_moves_image(stylegan3_generator):
+    styles = latent_to_styles(stylegan3_generator, sample_w(stylegan3_generator, seed=4))
+    translated = edit_style_channel(styles, layer=0, channel=2, delta=0.25)  # tx of the learned transform
+    assert not torch.equal(styles_to_images(stylegan3_generator, translated),
+                           styles_to_images(stylegan3_generator, styles))
+
+
+def test_generator_without_style_path_rejected():
+    generator = SimpleNamespace(synthesis=torch.nn.Identity(), architecture_name="custom")
+    with pytest.raises(ValueError, match="Node: style space needs a StyleGAN2 or StyleGAN3 generator loaded by "
+                                         "StyleBridge; the connected generator is custom"):
+        require_style_space(generator, where="Node")
 
 
 def test_style_nodes_render_same_pixels_as_generate(tiny_generator):

@@ -5,12 +5,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from model_helpers import SMALL_CLIP_CONFIG, SMALL_FS3_SETTINGS, computed_channel_data
 
 from stylebridge.models import styleclip
 from stylebridge.models import styleclip_channels as channels
 from stylebridge.models.checkpoint_writers import make_generator
-from stylebridge.models.clip_models import PromptError, load_clip
-from stylebridge.models.clip_writers import write_tiny_clip
+from stylebridge.models.clip_models import PromptError
 from stylebridge.models.latents import LatentMismatchError
 from stylebridge.models.sampling import sample_w
 from stylebridge.models.styleclip_mappers import MapperCheckpointError, load_mapper, write_mapper_checkpoint
@@ -21,12 +21,6 @@ from stylebridge.runtime import host
 SMALL_CONFIG = StyleGAN2Config(z_dim=16, w_dim=16, img_resolution=16, channels=[16, 16, 8], architecture="skip",
                                conv_clamp=None, num_fp16_res=0, mapping_layers=2)
 CONV_CHANNELS = 72
-SMALL_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
-}
-FS3_SETTINGS = {"num_images": 2, "num_samples": 256, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +29,8 @@ def generator():
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return load_clip(write_tiny_clip(tmp_path_factory.mktemp("clip"), seed=0, config=SMALL_CLIP_CONFIG))
-
-
-@pytest.fixture(scope="module")
 def channel_data(generator, clip, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STYLEBRIDGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        return channels.compute_channel_data(generator, clip, **FS3_SETTINGS)
+    return computed_channel_data(generator, clip, tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture
@@ -81,7 +68,7 @@ def test_beta_keeps_channels_with_relevance_at_least_beta(generator, clip, chann
     relevance = styleclip.channel_relevance(channel_data, styleclip.text_direction(clip, "face", "smiling face"))
     beta = float(relevance.abs().sort().values[CONV_CHANNELS // 2])  # a channel exactly at beta must be kept
     direction = styleclip.global_direction(generator, clip, channel_data, "face", "smiling face", beta=beta)
-    layers = [layer for layer in channels.style_layers(generator) if not layer.is_torgb]
+    layers = [layer for layer in channels.style_layers(generator) if layer.is_conv]
     edited = torch.cat([direction.style_deltas[layer.index][0] for layer in layers]) != 0
     assert torch.equal(edited, relevance.abs() >= beta)
     assert direction.meta["channels"] == int((relevance.abs() >= beta).sum())
@@ -89,7 +76,7 @@ def test_beta_keeps_channels_with_relevance_at_least_beta(generator, clip, chann
 
 def test_global_direction_leaves_torgb_styles(generator, clip, channel_data):
     direction = styleclip.global_direction(generator, clip, channel_data, "face", "smiling face", beta=0.0)
-    torgb = [layer for layer in channels.style_layers(generator) if layer.is_torgb]
+    torgb = [layer for layer in channels.style_layers(generator) if layer.kind == "torgb"]
     assert all(not direction.style_deltas[layer.index].any() for layer in torgb)
 
 
@@ -119,13 +106,13 @@ def test_fs3_rows_are_unit_vectors(channel_data):
 
 def test_fs3_same_seed_identical(generator, clip, channel_data, monkeypatch, tmp_path):
     monkeypatch.setenv("STYLEBRIDGE_CACHE_DIR", str(tmp_path / "fresh_cache"))
-    again = channels.compute_channel_data(generator, clip, **FS3_SETTINGS)
+    again = channels.compute_channel_data(generator, clip, **SMALL_FS3_SETTINGS)
     assert torch.equal(again.fs3, channel_data.fs3)
     assert all(torch.equal(a, b) for a, b in zip(again.style_std, channel_data.style_std, strict=True))
 
 
 def test_fs3_matches_per_image_reference(generator, clip, channel_data):
-    statistics = channels.style_statistics(generator, FS3_SETTINGS["num_samples"], num_first=2)
+    statistics = channels.style_statistics(generator, SMALL_FS3_SETTINGS["num_samples"], num_first=2)
     layer = channels.measured_layers(generator)[1]
     reference = channels.reference_channel_rows(generator, clip, statistics, layer, range(3))
     torch.testing.assert_close(reference, channel_data.fs3[16:19], rtol=1e-4, atol=1e-5)
@@ -140,12 +127,12 @@ def test_fs3_resumes_after_interrupt(generator, clip, channel_data, monkeypatch,
         raise host.InterruptedByUser("stopped by the test")
 
     with pytest.raises(host.InterruptedByUser):
-        channels.compute_channel_data(generator, clip, progress=stop_after_first_chunk, **FS3_SETTINGS)
+        channels.compute_channel_data(generator, clip, progress=stop_after_first_chunk, **SMALL_FS3_SETTINGS)
     partial = list((tmp_path / "resume_cache" / "styleclip").glob("*.partial.safetensors"))
     assert len(partial) == 1
     resumed_from = []
     resumed = channels.compute_channel_data(generator, clip, progress=lambda done, total: resumed_from.append(done),
-                                            **FS3_SETTINGS)
+                                            **SMALL_FS3_SETTINGS)
     assert resumed_from[0] > calls[0]
     assert torch.equal(resumed.fs3, channel_data.fs3)
     assert not list((tmp_path / "resume_cache" / "styleclip").glob("*.partial.safetensors"))
@@ -153,7 +140,7 @@ def test_fs3_resumes_after_interrupt(generator, clip, channel_data, monkeypatch,
 
 def test_cumulative_mean_reset_differs_after_first_channel(generator, clip, channel_data, monkeypatch, tmp_path):
     monkeypatch.setenv("STYLEBRIDGE_CACHE_DIR", str(tmp_path / "cumulative_cache"))
-    cumulative = channels.compute_channel_data(generator, clip, mean_reset="cumulative", **FS3_SETTINGS)
+    cumulative = channels.compute_channel_data(generator, clip, mean_reset="cumulative", **SMALL_FS3_SETTINGS)
     # Nothing was measured before the first channel, so both modes give the same first row.
     torch.testing.assert_close(cumulative.fs3[0], channel_data.fs3[0])
     assert not torch.allclose(cumulative.fs3[1:], channel_data.fs3[1:])

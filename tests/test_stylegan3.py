@@ -81,6 +81,19 @@ def test_filtered_lrelu_fast_matches_reference(up, down, up_taps, down_taps, pad
     assert torch.allclose(fast, reference, rtol=0, atol=1e-5 * reference.abs().max().item())
 
 
+@pytest.mark.parametrize("clamp", [None, 0.4])
+def test_filtered_lrelu_fast_gradient_matches_reference(clamp):
+    x = torch.randn(2, 5, 17, 15, generator=torch.Generator().manual_seed(4))
+    fu = design_lowpass_filter(12, cutoff=1.0, width=1.0, fs=8.0)
+    fd = design_lowpass_filter(12, cutoff=1.0, width=1.0, fs=8.0)
+    gradients = []
+    for implementation in (filtered_lrelu, filtered_lrelu_reference):
+        leaf = x.clone().requires_grad_(True)
+        implementation(leaf, fu, fd, None, 2, 2, [9, 8, 9, 8], math.sqrt(2), 0.2, clamp).square().sum().backward()
+        gradients.append(leaf.grad)
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=1e-4 * gradients[1].abs().max().item())
+
+
 def test_filtered_lrelu_rejects_wrong_bias_shape():
     with pytest.raises(ValueError, match=r"bias must have shape \[4\]"):
         filtered_lrelu(torch.zeros(1, 4, 8, 8), None, None, torch.zeros(3))
