@@ -1,11 +1,11 @@
-"""Standalone versions of ComfyUI's core LoadImage, SaveImage and PreviewImage nodes.
+"""Standalone versions of ComfyUI's core LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP and SaveAnimatedPNG.
 
-They keep ComfyUI's class names, input names, socket types and outputs (comfyanonymous/ComfyUI, nodes.py and
-folder_paths.py), so one workflow file runs in ComfyUI and in StyleBridge's runner. They are registered only in
-the standalone runner and never exported to ComfyUI, which has its own.
+They keep ComfyUI's class names, input names, socket types and outputs (comfyanonymous/ComfyUI, nodes.py,
+comfy_extras/nodes_images.py and folder_paths.py), so one workflow file runs in ComfyUI and in StyleBridge's
+runner. They are registered only in the standalone runner and never exported to ComfyUI, which has its own.
 
 Differences from ComfyUI, all on the safe side:
-- SaveImage and PreviewImage open each file with exclusive create, so an existing file is never overwritten:
+- The save nodes open each file with exclusive create, so an existing file is never overwritten:
   the counter moves on instead.
 - A filename_prefix that leads outside the output folder, also through a symbolic link, is rejected before the
   run starts.
@@ -23,8 +23,9 @@ import random
 import re
 import string
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -261,15 +262,53 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _write_png_exclusive(path: Path, picture: Image.Image, metadata: PngInfo, compress_level: int) -> None:
-    """Write a PNG to a new file, raising FileExistsError instead of overwriting an existing one."""
+def _write_exclusive(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a new file with `write`, raising FileExistsError instead of overwriting an existing one."""
     with open(path, "xb") as handle:
         try:
-            picture.save(handle, format="PNG", pnginfo=metadata, compress_level=compress_level)
+            write(handle)
         except BaseException:
             handle.close()
             path.unlink(missing_ok=True)  # remove only the file this call created
             raise
+
+
+def _write_numbered(folder: Path, base: str, extension: str, counter: int,
+                    write: Callable[[BinaryIO], None]) -> tuple[str, int]:
+    """Write `{base}_{counter:05}_.{extension}` in `folder`, moving the counter past names already taken.
+
+    Returns the file name and the counter that was used.
+    """
+    while True:
+        file_name = f"{base}_{counter:05}_.{extension}"
+        try:
+            _write_exclusive(folder / file_name, write)
+        except FileExistsError:
+            counter += 1
+            continue
+        logger.debug("Saved %s", folder / file_name)
+        return file_name, counter
+
+
+def _check_image_batch(images: Any) -> torch.Tensor:
+    """Return `images` as [B, H, W, C] with C = 1, 3 or 4, or raise naming the shape received."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an IMAGE tensor [B, H, W, C], got {type(images).__name__}.")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.shape[0] == 0:
+        raise ValueError(f"images must have shape [B, H, W, C] with B >= 1 and C in (1, 3, 4), got "
+                         f"{list(images.shape)}.")
+    return images
+
+
+def _output_target(images: torch.Tensor, filename_prefix: str, folder: Path) -> tuple[Path, str, str, int]:
+    """Resolve a filename_prefix for a batch: (folder to write in, subfolder, name, first free counter)."""
+    prefix = _expand_prefix_variables(filename_prefix, images.shape[2], images.shape[1])
+    subfolder, name = split_filename_prefix(prefix, folder)
+    target = folder / subfolder if subfolder else folder
+    target.mkdir(parents=True, exist_ok=True)
+    return target, subfolder, name, _next_counter(target, name)
 
 
 def save_png_batch(images: torch.Tensor, filename_prefix: str, folder: Path, folder_type: str, *,
@@ -289,34 +328,18 @@ def save_png_batch(images: torch.Tensor, filename_prefix: str, folder: Path, fol
     Returns:
         [{"filename", "subfolder", "type"}], one per image.
     """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be an IMAGE tensor [B, H, W, C], got {type(images).__name__}.")
-    if images.ndim == 3:
-        images = images.unsqueeze(0)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"images must have shape [B, H, W, C] with C in (1, 3, 4), got {list(images.shape)}.")
-
-    prefix = _expand_prefix_variables(filename_prefix, images.shape[2], images.shape[1])
-    subfolder, name = split_filename_prefix(prefix, folder)
-    target = folder / subfolder if subfolder else folder
-    target.mkdir(parents=True, exist_ok=True)
-    counter = _next_counter(target, name)
+    images = _check_image_batch(images)
+    target, subfolder, name, counter = _output_target(images, filename_prefix, folder)
     metadata = _png_metadata(prompt, extra_pnginfo)
 
     results = []
     for batch_number, image in enumerate(images):
         picture = _to_pil(image)
         base = name.replace("%batch_num%", str(batch_number))
-        while True:
-            file_name = f"{base}_{counter:05}_.png"
-            path = target / file_name
-            try:
-                _write_png_exclusive(path, picture, metadata, compress_level)
-            except FileExistsError:
-                counter += 1
-                continue
-            break
-        logger.debug("Saved %s", path)
+        file_name, counter = _write_numbered(
+            target, base, "png", counter,
+            lambda handle, picture=picture: picture.save(handle, format="PNG", pnginfo=metadata,
+                                                         compress_level=compress_level))
         results.append({"filename": file_name, "subfolder": subfolder, "type": folder_type})
         counter += 1
     return results
@@ -327,17 +350,15 @@ class SaveImage:
 
     FOLDER_TYPE = "output"
     COMPRESS_LEVEL = 4
+    PREFIX_TOOLTIP = ("File name prefix, relative to the output folder; may contain subfolders and %width%, "
+                      "%height%, %year%, %month%, %day%, %hour%, %minute%, %second%.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The images to save."}),
-                "filename_prefix": ("STRING", {
-                    "default": "ComfyUI",
-                    "tooltip": "File name prefix, relative to the output folder; may contain subfolders and "
-                               "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%.",
-                }),
+                "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip": cls.PREFIX_TOOLTIP}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -394,13 +415,138 @@ class PreviewImage(SaveImage):
         return super().save_images(images, filename_prefix + self.prefix_append, prompt, extra_pnginfo)
 
 
+# Animations: a batch of frames in one file, as ComfyUI's SaveAnimatedWEBP and SaveAnimatedPNG write them. The
+# prompt and workflow go where ComfyUI's editor looks for them. A StyleCLIP sweep or a latent walk thus saves as a
+# video in both places.
+
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}  # libwebp's effort levels, as ComfyUI names them.
+
+
+def _frame_duration(fps: float) -> int:
+    """Return the display time of one frame in whole milliseconds, as ComfyUI computes it."""
+    if not 0 < fps <= 1000:
+        raise ValueError(f"fps {fps} is out of range; use 0.01 to 1000 frames per second.")
+    return int(1000.0 / fps)
+
+
+def _webp_exif(prompt: Any, extra_pnginfo: Any) -> Image.Exif:
+    """Build EXIF with the prompt in tag 0x0110 and each extra entry in tags 0x010f, 0x010e, ... ("key:json")."""
+    exif = Image.Exif()
+    if prompt is not None:
+        exif[0x0110] = "prompt:" + json.dumps(prompt, default=repr)
+    if isinstance(extra_pnginfo, dict):
+        for offset, (key, value) in enumerate(extra_pnginfo.items()):
+            exif[0x010F - offset] = f"{key}:{json.dumps(value, default=repr)}"
+    return exif
+
+
+def _apng_metadata(prompt: Any, extra_pnginfo: Any) -> PngInfo:
+    """Return 'comf' chunks after the image data, one per entry (key, a zero byte, JSON), as ComfyUI reads APNGs."""
+    metadata = PngInfo()
+    entries = {"prompt": prompt} if prompt is not None else {}
+    if isinstance(extra_pnginfo, dict):
+        entries.update(extra_pnginfo)
+    for key, value in entries.items():
+        metadata.add(b"comf", key.encode("latin-1") + b"\0" + json.dumps(value, default=repr).encode("latin-1"),
+                     after_idat=True)
+    return metadata
+
+
+class _SaveAnimation:
+    """Shared part of the animated save nodes: inputs, checks, naming and the UI entry."""
+
+    EXTENSION = ""
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+    CATEGORY = "image/animation"
+    VALIDATE_INPUTS = SaveImage.VALIDATE_INPUTS
+
+    @classmethod
+    def _input_types(cls, **format_inputs) -> dict:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames, in order."}),
+                "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip": SaveImage.PREFIX_TOOLTIP}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01,
+                                  "tooltip": "Frames per second; each frame shows for 1000 / fps ms, rounded down."}),
+                **format_inputs,
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def _save(self, images, fps: float, filename_prefix: str,
+              write: Callable[[BinaryIO, list[Image.Image], int], None]) -> dict:
+        images = _check_image_batch(images)
+        frames = [_to_pil(image) for image in images]
+        duration = _frame_duration(fps)
+        target, subfolder, name, counter = _output_target(images, filename_prefix, host.output_dir())
+        file_name, _ = _write_numbered(target, name, self.EXTENSION, counter,
+                                       lambda handle: write(handle, frames, duration))
+        return {"ui": {"images": [{"filename": file_name, "subfolder": subfolder, "type": "output"}],
+                       "animated": (True,)}}
+
+
+class SaveAnimatedWEBP(_SaveAnimation):
+    """Save a batch of images as one animated WebP file in the output folder."""
+
+    EXTENSION = "webp"
+    DESCRIPTION = "Saves the input images as the frames of one animated WebP file in the output folder."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return cls._input_types(
+            lossless=("BOOLEAN", {"default": True, "tooltip": "Lossless frames; quality is then ignored."}),
+            quality=("INT", {"default": 80, "min": 0, "max": 100, "tooltip": "Lossy quality, 0 (smallest) to 100."}),
+            method=(list(WEBP_METHODS), {"tooltip": "Compression effort: fastest, default or slowest (smallest)."}))
+
+    def save_images(self, images, fps: float, filename_prefix: str = "ComfyUI", lossless: bool = True,
+                    quality: int = 80, method: str = "default", prompt=None, extra_pnginfo=None):
+        if method not in WEBP_METHODS:
+            raise ValueError(f"method {method!r} is invalid; expected one of {list(WEBP_METHODS)}.")
+        exif = _webp_exif(prompt, extra_pnginfo)
+
+        def write(handle, frames, duration):
+            frames[0].save(handle, format="WEBP", save_all=True, append_images=frames[1:], duration=duration,
+                           exif=exif, lossless=bool(lossless), quality=int(quality), method=WEBP_METHODS[method])
+
+        return self._save(images, fps, filename_prefix, write)
+
+
+class SaveAnimatedPNG(_SaveAnimation):
+    """Save a batch of images as one animated PNG (APNG) file in the output folder."""
+
+    EXTENSION = "png"
+    DESCRIPTION = "Saves the input images as the frames of one animated PNG file in the output folder."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return cls._input_types(
+            compress_level=("INT", {"default": 4, "min": 0, "max": 9,
+                                    "tooltip": "zlib compression level, 0 (none) to 9 (smallest)."}))
+
+    def save_images(self, images, fps: float, compress_level: int = 4, filename_prefix: str = "ComfyUI",
+                    prompt=None, extra_pnginfo=None):
+        metadata = _apng_metadata(prompt, extra_pnginfo)
+
+        def write(handle, frames, duration):
+            frames[0].save(handle, format="PNG", save_all=True, append_images=frames[1:], duration=duration,
+                           pnginfo=metadata, compress_level=int(compress_level))
+
+        return self._save(images, fps, filename_prefix, write)
+
+
 NODE_CLASS_MAPPINGS = {
     "LoadImage": LoadImage,
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
+    "SaveAnimatedWEBP": SaveAnimatedWEBP,
+    "SaveAnimatedPNG": SaveAnimatedPNG,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadImage": "Load Image",
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
+    "SaveAnimatedWEBP": "Save Animated WEBP",
+    "SaveAnimatedPNG": "Save Animated PNG",
 }

@@ -28,7 +28,7 @@ from stylebridge.runtime.runner import default_registry, run_workflow
 from stylebridge.runtime.workflow import to_api_prompt
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
-COMFYUI_CORE_NODES = {"LoadImage", "SaveImage", "PreviewImage"}
+COMFYUI_CORE_NODES = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP"}
 DEMO_CLIP_NAME = f"{DEMO_CLIP_FOLDER}/open_clip_model.safetensors"
 # Small enough for the test suite: the fs3 of the first block only, from one image per channel.
 SMALL_FS3 = {"4.num_images": 1, "4.max_resolution": 4, "4.num_samples": 500, "5.beta": 0.0}
@@ -83,10 +83,13 @@ def test_workflow_converts_to_expected_prompt(home):
 
 def test_styleclip_workflow_saves_sweep_frames(home, tmp_path):
     result = run_workflow(WORKFLOWS / "styleclip_edit.json", overrides=SMALL_FS3, output_dir=tmp_path)
-    assert [path.name for path in result.saved_files] == [f"styleclip_{i:05}_.png" for i in range(1, 6)]
+    frames = [f"styleclip_{i:05}_.png" for i in range(1, 6)]
+    assert sorted(path.name for path in result.saved_files) == [*frames, "styleclip_sweep_00001_.webp"]
     assert len(result.preview_files) == 5
     with Image.open(result.saved_files[0]) as image:
         assert image.size == (64, 64)
+    with Image.open(tmp_path / "StyleBridge" / "styleclip_sweep_00001_.webp") as animation:
+        assert animation.n_frames == 5
     assert (tmp_path / "styleclip" / "fs3_00001_" / "fs3.npy").is_file()
 
 
@@ -94,7 +97,7 @@ def test_latent_optimization_runs_inside_inference_mode(home, tmp_path):
     # The runner, like ComfyUI, runs nodes under torch.inference_mode(); the optimisation must still get gradients.
     overrides = {**SMALL_FS3, "5.method": "latent optimization", "5.steps": 2, "5.sweep": "off"}
     result = run_workflow(WORKFLOWS / "styleclip_edit.json", overrides=overrides, output_dir=tmp_path)
-    assert len(result.saved_files) == 1
+    assert sorted(path.name for path in result.saved_files) == ["styleclip_00001_.png", "styleclip_sweep_00001_.webp"]
 
 
 def test_photo_edit_refine_runs_headless(home, tmp_path):
