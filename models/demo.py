@@ -9,9 +9,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from .checkpoint_writers import make_generator, write_nvidia_pickle, write_rosinality
+from .checkpoint_writers import make_generator, make_stylegan3_generator, write_nvidia_pickle, write_rosinality
 from .checkpoints import save_safetensors
 from .stylegan2 import StyleGAN2Config
+from .stylegan3 import StyleGAN3Config
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +22,16 @@ DEMO_STYLEGAN2 = StyleGAN2Config(z_dim=64, w_dim=64, img_resolution=64, channels
 # A conditional StyleGAN2-ADA-like generator with the resnet architecture and conv_clamp, as an NVIDIA pickle.
 DEMO_CONDITIONAL = StyleGAN2Config(z_dim=64, c_dim=4, w_dim=64, img_resolution=32, channels=[64, 64, 32, 32],
                                    architecture="resnet", conv_clamp=256, num_fp16_res=2, mapping_layers=2)
+# A StyleGAN3-T generator, as an NVIDIA pickle, for the StyleGAN3 paths (input transform, style space, StyleCLIP).
+DEMO_STYLEGAN3 = StyleGAN3Config.for_variant("t", z_dim=64, w_dim=64, img_resolution=64, channel_base=2048,
+                                             channel_max=64, num_layers=8, num_critical=2, mapping_layers=2)
 
 DEMO_STYLEGAN_FILES = {
     "demo-untrained-sg2-64.pkl": "nvidia",
     "demo-untrained-sg2-64-rosinality.pt": "rosinality",
     "demo-untrained-sg2-64.safetensors": "safetensors",
     "demo-untrained-sg2-cond-32.pkl": "nvidia-conditional",
+    "demo-untrained-sg3-t-64.pkl": "nvidia-stylegan3",
 }
 DEMO_DIFFUSERS_FOLDER = "demo-untrained-tiny-sd"
 
@@ -41,6 +46,8 @@ def write_demo_stylegan(folder: Path, seed: int = 0) -> list[Path]:
         "rosinality": lambda path: write_rosinality(generator, path),
         "safetensors": lambda path: save_safetensors(generator, path, extra_metadata={"note": "untrained demo"}),
         "nvidia-conditional": lambda path: write_nvidia_pickle(conditional, path),
+        "nvidia-stylegan3": lambda path: write_nvidia_pickle(make_stylegan3_generator(DEMO_STYLEGAN3, seed=seed + 2),
+                                                             path),
     }
     written = []
     for name, kind in DEMO_STYLEGAN_FILES.items():

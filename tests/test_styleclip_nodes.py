@@ -17,6 +17,7 @@ from stylebridge.models.demo import write_demo_models
 from stylebridge.models.encoder_networks import BackboneConfig
 from stylebridge.models.sampling import sample_w
 from stylebridge.nodes import NODE_CLASS_MAPPINGS
+from stylebridge.nodes.latent import StyleGANGenerateFromStyles
 from stylebridge.nodes.styleclip import (
     LoadCLIP,
     LoadStyleCLIPFS3,
@@ -24,6 +25,7 @@ from stylebridge.nodes.styleclip import (
     StyleCLIPComputeFS3,
     StyleCLIPEdit,
 )
+from stylebridge.nodes.stylegan import LoadStyleGAN, SampleW, StyleGANGenerate
 from stylebridge.runtime.runner import default_registry, run_workflow
 from stylebridge.runtime.workflow import to_api_prompt
 
@@ -130,6 +132,19 @@ def test_edit_node_outputs_latent_styles_and_reusable_direction(home, demo_gener
     reused, _ = StyleCLIPApplyDirection().apply(demo_generator, latent, direction, 0.5, "0 to strength", 3)
     assert reused.batch_size == 6
     torch.testing.assert_close(reused.w[2], latent.ws()[0] + 0.5 * direction.w_delta[0])
+
+
+def test_edit_nodes_run_on_demo_stylegan3(home, demo_clip):
+    (generator,) = LoadStyleGAN().load("demo-untrained-sg3-t-64.pkl", "cpu", "fp32")
+    (latent,) = SampleW().sample(generator, 2, 1, 0.7, 0, 0)
+    edited, styles, _ = StyleCLIPEdit().edit(
+        generator, latent, "latent optimization", "face", "smiling face", 4.1, 0.15, 1.0, "off", 1, "S", 2,
+        0.1, 0.008, 0.0, "none", clip=demo_clip)
+    assert styles.layer_names[0] == "input"
+    (from_latent,) = StyleGANGenerate().generate(generator, edited, "const", 0)
+    (from_styles,) = StyleGANGenerateFromStyles().generate(generator, styles, "const", 0)
+    assert from_latent.shape == (1, 64, 64, 3)
+    torch.testing.assert_close(from_latent, from_styles, rtol=0, atol=1e-3)
 
 
 def test_edit_node_uses_identity_model(home, demo_generator, demo_clip):
