@@ -41,6 +41,8 @@ METHODS = ("global directions", "latent optimization", "latent mapper")
 OPTIMIZATION_SPACES = ("W+", "S")
 SWEEP_MODES = ("off", "0 to strength", "-strength to strength")
 DIRECTION_KINDS = ("S", "W+", "mapper")
+# Maximum number of latents one edit may produce (latents x sweep frames). Each becomes an image downstream.
+MAX_EDIT_OUTPUTS = 4096
 
 # StyleCLIP's defaults: the global-directions notebook (alpha 4.1, beta 0.15), optimization/run_optimization.py
 # (300 steps, lr 0.1, l2_lambda 0.008) and the optimisation notebook (id_lambda 0.005).
@@ -126,9 +128,14 @@ class StyleCLIPDirection:
         prefix = f"{where}: " if where else ""
         latent.check_generator(generator, where)
         if self.fingerprint != generator.fingerprint:
-            raise LatentMismatchError(f"{prefix}the StyleCLIP direction was found for generator "
-                                      f"{self.fingerprint[:12]} but the connected generator is "
-                                      f"{generator.fingerprint[:12]}. Connect the generator the direction came from.")
+            found_with = ", ".join(f"{key} {self.meta[key]!r}" for key in ("method", "target") if key in self.meta)
+            description = f" ({found_with})" if found_with else ""
+            connected = getattr(generator, "source", {}).get("path")
+            connected_path = f" ({connected})" if connected else ""
+            raise LatentMismatchError(
+                f"{prefix}the StyleCLIP direction{description} was found for generator {self.fingerprint[:12]} but "
+                f"the connected generator is {generator.fingerprint[:12]}{connected_path}. Connect the generator "
+                f"the direction came from.")
         if self.count not in (1, latent.batch_size):
             raise ValueError(f"{prefix}the direction contains {self.count} edits, one per latent it was found for, but "
                              f"the latent batch has {latent.batch_size}. Use a batch of {self.count} latents, or a "
@@ -219,6 +226,10 @@ def global_direction(generator, clip: CLIPModel, data: StyleCLIPChannelData, neu
     prefix = _prefix(where)
     require_style_space(generator, where)
     data.check(generator, clip, where)
+    if data.clip_name and data.clip_name != clip.name:
+        logger.warning("%sthe fs3 data was measured with CLIP %s, but the connected CLIP is %s. Its channel "
+                       "relevances only mean something in the image space they were measured in; connect that CLIP "
+                       "model, or compute fs3 with this one.", prefix, data.clip_name, clip.name)
     if not 0 <= beta <= 1:
         raise ValueError(f"{prefix}beta {beta} is out of range; relevances are cosines, so use 0..1 (StyleCLIP "
                          f"suggests 0.08-0.3).")
@@ -227,9 +238,14 @@ def global_direction(generator, clip: CLIPModel, data: StyleCLIPChannelData, neu
     direction = text_direction(clip, neutral, target, where)
     relevance = channel_relevance(data, direction)
     kept = relevance.abs() >= beta
+    largest = float(relevance.abs().max())
+    if largest < 1e-6:  # Cosines this small are rounding noise: no channel moves the image along the text direction.
+        raise ValueError(f"{prefix}no channel responds to {neutral!r} -> {target!r}: every fs3 row is orthogonal to "
+                         f"the text direction. Check that fs3 was measured with this CLIP model, or try other "
+                         f"prompts.")
     if not kept.any():
         raise ValueError(f"{prefix}beta {beta} keeps no channel: the largest |relevance| for {neutral!r} -> "
-                         f"{target!r} is {relevance.abs().max():.4f}. Lower beta below that.")
+                         f"{target!r} is {largest:.4f}. Set beta below that.")
     scaled = torch.where(kept, relevance, torch.zeros_like(relevance))
     scaled = scaled / scaled.abs().max()
 
@@ -484,6 +500,11 @@ def apply_direction(generator, latent: StyleGANLatent, direction: StyleCLIPDirec
     strengths = [float(strengths)] if isinstance(strengths, (int, float)) else [float(s) for s in strengths]
     if not strengths:
         raise ValueError(f"{_prefix(where)}no strength given.")
+    outputs = latent.batch_size * len(strengths)
+    if outputs > MAX_EDIT_OUTPUTS:
+        raise ValueError(f"{_prefix(where)}the edit would make {outputs} latents ({latent.batch_size} latents x "
+                         f"{len(strengths)} frames), more than the limit of {MAX_EDIT_OUTPUTS}. Use fewer frames or "
+                         f"a smaller latent batch.")
     device = _device(generator)
     synthesis = generator.synthesis
     layer_names = tuple(synthesis.style_layer_names())

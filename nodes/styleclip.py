@@ -36,8 +36,9 @@ def _sweep_inputs() -> dict:
     return {
         "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05, "tooltip": STRENGTH_TOOLTIP}),
         "sweep": (list(SWEEP_MODES), {"default": "off", "tooltip": SWEEP_TOOLTIP}),
-        "frames": ("INT", {"default": 9, "min": 2, "max": MAX_FRAMES,
-                           "tooltip": "Outputs per latent when sweep is on, both ends included."}),
+        "frames": ("INT", {"default": 9, "min": 1, "max": MAX_FRAMES,
+                           "tooltip": "Outputs per latent when sweep is on (at least 2), both ends included. A "
+                                      "latent batch times frames may give at most 4096 outputs."}),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -123,7 +124,24 @@ def _report_invalid(exc: Exception, as_json: bool) -> int:
     return EXIT_INVALID
 
 
+class _DropNodeFailureLog(logging.Filter):
+    """Drop the executor's log line for a failed node; run_command prints that failure itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.ERROR and str(record.msg).startswith("Node %s (%s) failed"))
+
+
 def run_command(args: argparse.Namespace) -> int:
+    executor_logger = logging.getLogger(NodeExecutionError.__module__)
+    failure_filter = _DropNodeFailureLog()
+    executor_logger.addFilter(failure_filter)
+    try:
+        return _run(args)
+    finally:
+        executor_logger.removeFilter(failure_filter)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         overrides = _parse_overrides(args.overrides)
         result = run_workflow(args.workflow, overrides=overrides, output_dir=args.output_dir,

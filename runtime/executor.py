@@ -95,8 +95,10 @@ class NodeExecutionError(RuntimeError):
     def __init__(self, details: dict, result: ExecutionResult | None = None):
         self.details = details
         self.result = result
+        # The details keep the full exception type path, as ComfyUI reports it; the message names the class only.
+        short_type = str(details.get("exception_type")).rsplit(".", 1)[-1]
         super().__init__(f"Node {details.get('node_id')} ({details.get('node_type')}) failed: "
-                         f"{details.get('exception_type')}: {details.get('exception_message')}")
+                         f"{short_type}: {details.get('exception_message')}")
 
 
 @dataclass

@@ -13,6 +13,7 @@ the UI-workflow converter and the executor.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import math
@@ -194,6 +195,16 @@ def _format_range(config: Any) -> str | None:
     return f"allowed range {options.get('min', '-inf')}..{options.get('max', 'inf')}"
 
 
+def _closest_choices(received: Any, choices: list) -> list[str]:
+    """Up to three allowed values that look like `received`: close spellings, then names starting with it."""
+    if not isinstance(received, str) or not received:
+        return []
+    names = [str(choice) for choice in choices]
+    close = difflib.get_close_matches(received, names, n=3, cutoff=0.3)
+    close += [name for name in names if name.startswith(received)]
+    return list(dict.fromkeys(close))[:3]
+
+
 def _format_choices(config: Any) -> str | None:
     if not isinstance(config, (list, tuple)) or not config:
         return None
@@ -227,13 +238,16 @@ def _format_node_error(error: dict) -> str:
                      f"expected {expected}.")
     elif kind == "invalid_input_type":
         expected = type_label(config[0]) if isinstance(config, (list, tuple)) and config else "?"
-        parts.append(f"Received {extra.get('received_value')!r}, expected a {expected} value "
-                     f"({extra.get('exception_message')}).")
+        reason = extra.get("exception_message")
+        parts.append(f"Received {extra.get('received_value')!r}, expected a value of type {expected}"
+                     + (f": {str(reason).rstrip('.')}." if reason else "."))
     elif kind in ("value_smaller_than_min", "value_bigger_than_max"):
         allowed = _format_range(config)
         parts.append(f"Received {extra.get('received_value')!r}" + (f"; {allowed}." if allowed else "."))
     elif kind == "value_not_in_list":
         choices = _format_choices(config)
+        if not choices and extra.get("closest"):
+            choices = f"closest allowed values: {', '.join(repr(name) for name in extra['closest'])}"
         parts.append(f"Received {extra.get('received_value')!r}; "
                      + (choices if choices else str(error.get("details"))))
     elif error.get("details"):
@@ -494,7 +508,7 @@ def _validate_node(node_id: str, prompt: Mapping[str, Any], registry: NodeRegist
             value = value["__value__"]
         if not is_widget_type(spec.type) and not spec.options.get("rawLink"):
             errors.append(_error("invalid_input_type", "Input must be connected to another node's output",
-                                 f"{spec.name}: a {type_label(spec.type)} input needs a link, got the literal "
+                                 f"{spec.name}: an input of type {type_label(spec.type)} needs a link, got the literal "
                                  f"value {value!r}", input_name=spec.name, input_config=config,
                                  received_value=value))
             continue
@@ -517,9 +531,10 @@ def _validate_node(node_id: str, prompt: Mapping[str, Any], registry: NodeRegist
         if choices is not None and value not in choices:
             long_list = len(choices) > COMBO_LIST_LIMIT
             shown = f"(list of length {len(choices)})" if long_list else str(choices)
+            # Like ComfyUI, a long list is not repeated in the response; the closest names stand in for it.
             errors.append(_error("value_not_in_list", "Value not in list", f"{spec.name}: '{value}' not in {shown}",
                                  input_name=spec.name, input_config=None if long_list else config,
-                                 received_value=value))
+                                 received_value=value, closest=_closest_choices(value, choices) if long_list else []))
 
     # Undeclared linked inputs still run as dependencies (ComfyUI passes them to nodes taking **kwargs).
     for name, value in inputs.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -269,6 +270,15 @@ def test_cli_run_node_failure_exits_1(home, tmp_path, capsys):
     path = write_json(tmp_path / "workflow.json", image_workflow(image="broken.png"))
     assert run_cli(["run", path]) == cli_run.EXIT_NODE_FAILED
     assert "Node 1 (LoadImage) failed" in capsys.readouterr().err
+
+
+def test_cli_run_node_failure_reported_once(home, tmp_path, capsys, caplog):
+    (home / "input" / "broken.png").write_bytes(b"not a png")
+    path = write_json(tmp_path / "workflow.json", image_workflow(image="broken.png"))
+    with caplog.at_level(logging.INFO):
+        run_cli(["run", path])
+    assert not [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "failed: UnidentifiedImageError: " in capsys.readouterr().err
 
 
 def test_cli_run_missing_file_exits_2(home, tmp_path, capsys):

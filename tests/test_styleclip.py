@@ -1,6 +1,7 @@
 """StyleCLIP's three methods on small untrained models: global directions, latent optimisation and mappers."""
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -237,8 +238,32 @@ def test_latent_from_other_generator_rejected(generator, clip, channel_data, tin
 
 def test_direction_from_other_generator_rejected(generator, clip, channel_data, tiny_generator):
     direction = styleclip.global_direction(generator, clip, channel_data, "face", "smiling face", beta=0.0)
-    with pytest.raises(LatentMismatchError, match="direction was found for generator"):
+    with pytest.raises(LatentMismatchError, match=r"the StyleCLIP direction \(method 'global directions', target "
+                                                  r"'smiling face'\) was found for generator"):
         styleclip.apply_direction(tiny_generator, sample_w(tiny_generator, seed=0), direction)
+
+
+def test_sweep_beyond_output_limit_rejected(generator, clip, channel_data):
+    direction = styleclip.global_direction(generator, clip, channel_data, "face", "smiling face", beta=0.0)
+    latent = sample_w(generator, seed=0, batch_size=5)
+    strengths = styleclip.sweep_strengths(1.0, "0 to strength", 1000)
+    with pytest.raises(ValueError, match=r"the edit would make 5000 latents \(5 latents x 1000 frames\), more than "
+                                         r"the limit of 4096"):
+        styleclip.apply_direction(generator, latent, direction, strengths)
+
+
+def test_fs3_orthogonal_to_text_rejected(generator, clip, channel_data):
+    direction = styleclip.text_direction(clip, "face", "smiling face")
+    orthogonal = channel_data.fs3 - (channel_data.fs3 @ direction).unsqueeze(1) * direction.unsqueeze(0)
+    data = replace(channel_data, fs3=orthogonal / orthogonal.norm(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match="no channel responds to 'face' -> 'smiling face'"):
+        styleclip.global_direction(generator, clip, data, "face", "smiling face", beta=0.0)
+
+
+def test_fs3_from_other_clip_warns(generator, clip, channel_data, caplog):
+    data = replace(channel_data, clip_name="ViT-L-14 (OpenAI)")
+    styleclip.global_direction(generator, clip, data, "face", "smiling face", beta=0.0)
+    assert "the fs3 data was measured with CLIP ViT-L-14 (OpenAI), but the connected CLIP is" in caplog.text
 
 
 def test_global_without_fs3_names_the_input(generator, clip, latent):

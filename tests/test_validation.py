@@ -407,6 +407,26 @@ def test_error_message_lists_combo_choices():
     assert "input 'name': Value not in list. Received 'huge'; allowed values: 'small', 'large'." in str(caught.value)
 
 
+class _FolderLoader:
+    """A loader whose model list is longer than the error message shows."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = [f"face-{index:02}.pkl" for index in range(30)] + ["demo64/fs3.npy"]
+        return {"required": {"name": (names,)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    OUTPUT_NODE = True
+
+
+def test_error_message_names_closest_choices_of_long_list():
+    registry = {**REGISTRY, "FolderLoader": _FolderLoader}
+    with pytest.raises(WorkflowValidationError) as caught:
+        check_prompt({"1": {"class_type": "FolderLoader", "inputs": {"name": "demo64"}}}, registry)
+    assert "Received 'demo64'; closest allowed values: 'demo64/fs3.npy'" in str(caught.value)
+
+
 def test_error_response_shape():
     with pytest.raises(WorkflowValidationError) as caught:
         check_prompt(chain_prompt(**{"2_b": "x"}), REGISTRY)
