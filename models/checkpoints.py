@@ -26,7 +26,13 @@ from pathlib import Path
 import torch
 
 from . import stylegan3
-from .safe_pickle import PersistentRecord, RestrictedUnpickler, UnsafePickleError
+from .safe_pickle import (
+    PersistentRecord,
+    RestrictedUnpickler,
+    UnsafePickleError,
+    describe_torch_load_error,
+    load_torch_data,
+)
 from .stylegan2 import Generator, StyleGAN2Config, weights_loaded_later
 
 logger = logging.getLogger(__name__)
@@ -241,14 +247,9 @@ def _rosinality_to_official(state: dict[str, torch.Tensor], source: str) -> tupl
 def _load_torch_file(path: Path):
     # Training checkpoints store their command-line arguments as an argparse.Namespace: allow just that class.
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: torch.load(weights_only=True) rejected the file: {error}. StyleBridge loads "
-                              f"only weights; the file references code it will not run.") from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{path} could not be read as a torch checkpoint ({type(error).__name__}: {error}); "
-                              f"the file is probably truncated or damaged.") from error
+        return load_torch_data(path, allowed_globals=(argparse.Namespace,))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{describe_torch_load_error(path, error)}.") from None
 
 
 def _mean_w(generator: Generator, samples: int = 10_000, seed: int = 0) -> torch.Tensor:

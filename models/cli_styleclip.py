@@ -1,49 +1,146 @@
-"""`stylebridge styleclip-fs3`: compute StyleCLIP's fs3 and style statistics for a generator."""
+"""`stylebridge styleclip-fs3`: compute StyleCLIP's fs3 and style statistics for a generator.
+
+Exit codes: 0 success, 1 the computation failed (a damaged cache file), 2 invalid arguments or model files that
+could not be loaded (nothing was computed or written), 130 interrupted (a rerun resumes from the saved progress).
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 from pathlib import Path
 
 from . import styleclip_channels as channels
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+# Ranges of the settings that the StyleCLIP Compute fs3 node shares, copied from its INPUT_TYPES
+# (nodes/styleclip.py). tests/test_styleclip_cli.py checks that both stay equal. Flag: (attribute, min, max).
+SETTING_RANGES = {
+    "--num-images": ("num_images", 1, 10_000),
+    "--num-samples": ("num_samples", 2, 10_000_000),
+    "--seed": ("seed", 0, 2 ** 32 - 1),
+    "--truncation-psi": ("truncation_psi", 0.0, 1.0),
+    "--max-resolution": ("max_resolution", 0, 4096),
+    "--batch-size": ("batch_size", 2, 4096),
+}
+# StyleGAN2's first block is 4 px. StyleGAN3's first sampling rate is 2 * first_stopband rounded up to a power of
+# two, which is 16 px for the default first_stopband 2**2.1 (models/stylegan3.py).
+# NOTE: a StyleGAN3 config with first_stopband below 2 would have layers below 4 px, and this check rejects them.
+LOWEST_LAYER_RESOLUTION = 4
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# compute_channel_data keeps its progress and finished results here, under host.cache_dir().
+CACHE_SUBFOLDER = "styleclip"
+INTERRUPTED_MESSAGE = "Interrupted. Run the same command again to resume from the saved progress."
+
+
+class InvalidInput(Exception):
+    """An argument or model file that the command rejects before it computes anything (exit code 2)."""
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     fs3 = commands.add_parser(
-        "styleclip-fs3", help="Compute StyleCLIP's fs3.npy and S_mean_std for a StyleGAN2 generator.",
+        "styleclip-fs3", help="Compute StyleCLIP's fs3.npy and S_mean_std for a StyleGAN2 or StyleGAN3 generator.",
         description="Measure every convolution style channel's direction in CLIP image space with StyleCLIP's "
                     "procedure (global directions) and write fs3.npy, S_mean_std and fs3.safetensors. Progress is "
                     "cached, so an interrupted run continues where it stopped when started again with the same "
                     "arguments.")
-    fs3.add_argument("generator", help="StyleGAN2 checkpoint: a path, or a name in the stylegan model folder.")
+    fs3.add_argument("generator",
+                     help="StyleGAN2 or StyleGAN3 checkpoint: a path, or a name in the stylegan model folder.")
     fs3.add_argument("clip", help="CLIP weights: a path, or a name in the clip model folder (e.g. ViT-B-32.pt).")
 
     fs3.add_argument("-o", "--output", type=Path, required=True,
-                     help="Folder for fs3.npy, S_mean_std and fs3.safetensors; created if needed.")
+                     help="Folder for fs3.npy, S_mean_std and fs3.safetensors, created if needed. To load the files "
+                          "with the Load StyleCLIP fs3 node, use a folder under $STYLEBRIDGE_HOME/models/styleclip.")
     fs3.add_argument("--clip-model-name", default="auto",
                      help="open_clip architecture of the CLIP file (default auto: OpenAI files and folders with "
                           "open_clip_config.json).")
 
     fs3.add_argument("--num-images", type=int, default=channels.DEFAULT_NUM_IMAGES,
-                     help=f"Images per channel (default {channels.DEFAULT_NUM_IMAGES}, as StyleCLIP).")
+                     help=f"Images per channel, 1 to 10000 and at most --num-samples (default "
+                          f"{channels.DEFAULT_NUM_IMAGES}, as StyleCLIP).")
     fs3.add_argument("--num-samples", type=int, default=channels.DEFAULT_NUM_SAMPLES,
-                     help=f"Latents for the style statistics (default {channels.DEFAULT_NUM_SAMPLES}).")
+                     help=f"Latents for the style statistics, 2 to 10000000 (default {channels.DEFAULT_NUM_SAMPLES}).")
     fs3.add_argument("--seed", type=int, default=channels.DEFAULT_SEED,
-                     help=f"Seed of numpy's RandomState for z (default {channels.DEFAULT_SEED}).")
+                     help=f"Seed of numpy's RandomState for z, 0 to 2**32-1 (default {channels.DEFAULT_SEED}).")
     fs3.add_argument("--truncation-psi", type=float, default=channels.DEFAULT_TRUNCATION_PSI,
-                     help=f"Truncation of the sampled latents (default {channels.DEFAULT_TRUNCATION_PSI}).")
+                     help=f"Truncation of the sampled latents, 0 to 1 (default {channels.DEFAULT_TRUNCATION_PSI}).")
     fs3.add_argument("--max-resolution", type=int, default=channels.DEFAULT_MAX_RESOLUTION,
-                     help=f"Measure convolution layers of blocks up to this many pixels (default "
+                     help=f"Measure convolution layers of blocks up to this many pixels, up to 4096 (default "
                           f"{channels.DEFAULT_MAX_RESOLUTION}); 0 measures every layer.")
-    fs3.add_argument("--batch-size", type=int, default=64, help="Images per synthesis call (default 64).")
+    fs3.add_argument("--batch-size", type=int, default=64, help="Images per synthesis call, 2 to 4096 (default 64).")
     fs3.add_argument("--mean-reset", choices=channels.MEAN_RESET_MODES, default="channel",
                      help="channel (default): reset only the measured channel to its mean; cumulative: keep earlier "
                           "channels at their mean too, as StyleCLIP's script does.")
 
-    fs3.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N.")
+    fs3.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N (N: GPU index).")
     fs3.add_argument("--overwrite", action="store_true", help="Replace fs3 files that exist in the output folder.")
     fs3.set_defaults(handler=_styleclip_fs3)
+
+
+def _fail(message: str, exit_code: int = EXIT_INVALID) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _check_arguments(args) -> None:
+    """Raise InvalidInput for the first argument out of range, without loading anything."""
+    for flag, (attribute, minimum, maximum) in SETTING_RANGES.items():
+        value = getattr(args, attribute)
+        if not minimum <= value <= maximum:
+            raise InvalidInput(f"{flag} must be between {minimum} and {maximum}, got {value}.")
+    if args.num_images > args.num_samples:
+        raise InvalidInput(f"--num-images {args.num_images} is larger than --num-samples {args.num_samples}. The "
+                           f"measured images are the first --num-images sampled latents, so raise --num-samples or "
+                           f"lower --num-images.")
+    if 0 < args.max_resolution < LOWEST_LAYER_RESOLUTION:
+        raise InvalidInput(f"--max-resolution {args.max_resolution} selects no layer because no generator has a "
+                           f"convolution layer below {LOWEST_LAYER_RESOLUTION} px. Pass "
+                           f"{LOWEST_LAYER_RESOLUTION} or more, or 0 to measure every layer.")
+    if not DEVICE_PATTERN.fullmatch(args.device):
+        raise InvalidInput(f"--device {args.device!r} is invalid. Expected auto, cpu, cuda or cuda:N, where N is a "
+                           f"GPU index such as cuda:0.")
+
+
+def _check_output(args) -> None:
+    """Raise InvalidInput when --output cannot be a folder or already contains fs3 files (without --overwrite)."""
+    output = args.output
+    if output.exists() and not output.is_dir():
+        raise InvalidInput(f"--output {output} is a file, but the output must be a folder: fs3.npy, S_mean_std and "
+                           f"fs3.safetensors are written into it. Pass a folder path.")
+    existing_ancestor = next(parent for parent in output.absolute().parents if parent.exists())
+    if not existing_ancestor.is_dir():
+        raise InvalidInput(f"--output {output} cannot be created because {existing_ancestor} is a file. The output "
+                           f"must be a folder.")
+
+    targets = [output / channels.FS3_FILE_NAME, output / channels.STATISTICS_FILE_NAME,
+               output / "fs3.safetensors"]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.overwrite:
+        raise InvalidInput(f"{', '.join(existing)} already exist. Choose another --output folder or pass "
+                           f"--overwrite.")
+
+
+def _resolve_device(name: str):
+    """Return the torch device for a --device value that passed DEVICE_PATTERN, checking that it exists."""
+    import torch
+
+    from ..runtime import host
+
+    try:
+        device = host.resolve_device(name)
+    except ValueError as error:
+        raise InvalidInput(f"--device {name}: {error}") from error
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise InvalidInput(f"--device {name} does not exist because this machine has {count} CUDA devices "
+                           f"(cuda:0 to cuda:{count - 1}).")
+    return device
 
 
 def _resolve(kind: str, name: str) -> Path:
@@ -55,52 +152,142 @@ def _resolve(kind: str, name: str) -> Path:
     return host.resolve_model(kind, name)
 
 
-def _print_progress(started: float):
-    last = [0.0]
+def _load_models(args, device):
+    """Load the generator and CLIP.
 
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 2:
-            return
-        last[0] = now
-        elapsed = now - started
-        remaining = elapsed / done * (total - done) if done else float("nan")
-        print(f"fs3: {done}/{total} channels ({100 * done / total:.1f}%), {elapsed / 60:.1f} min elapsed, "
-              f"about {remaining / 60:.1f} min left", flush=True)
-
-    return report
-
-
-def _styleclip_fs3(args) -> int:
-    from ..runtime import host
+    Raises InvalidInput for unreadable model files and for a --max-resolution that selects no layer of the generator.
+    """
     from .checkpoints import CheckpointError, load_stylegan
     from .clip_models import CLIPLoadError, load_clip
 
-    targets = [args.output / channels.FS3_FILE_NAME, args.output / channels.STATISTICS_FILE_NAME,
-               args.output / "fs3.safetensors"]
-    existing = [str(path) for path in targets if path.exists()]
-    if existing and not args.overwrite:
-        print(f"error: {', '.join(existing)} already exist; choose another --output folder or pass --overwrite.")
-        return 2
     try:
-        device = host.resolve_device(args.device)
         generator = load_stylegan(_resolve("stylegan", args.generator), device=device)
+        layers = channels.style_layers(generator)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        raise InvalidInput(str(error)) from error
+    if args.max_resolution and not channels.measured_layers(generator, args.max_resolution):
+        lowest = min(layer.resolution for layer in layers if layer.is_conv)
+        raise InvalidInput(f"--max-resolution {args.max_resolution} selects no layer of {args.generator}, whose "
+                           f"lowest convolution layer is {lowest} px. Pass at least {lowest}, or 0 to measure every "
+                           f"layer.")
+
+    try:
         clip = load_clip(_resolve("clip", args.clip), model_name=args.clip_model_name, device=device)
-    except (CheckpointError, CLIPLoadError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}")
-        return 2
-    started = time.monotonic()
+    except (CLIPLoadError, FileNotFoundError, ValueError) as error:
+        raise InvalidInput(str(error)) from error
+    return generator, clip
+
+
+class ProgressPrinter:
+    """Prints fs3 progress at most every 2 s, with the time left estimated from this run's speed.
+
+    The estimate uses the channels measured since the first report of this run. So it counts neither the channels
+    resumed from the cache nor the time spent on the style statistics, which come before the first chunk.
+    """
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.first_report: tuple[float, int] | None = None
+        self.last_print: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.first_report is None:
+            self.first_report = (now, done)
+        if done < total and self.last_print is not None and now - self.last_print < 2:
+            return
+        self.last_print = now
+
+        line = (f"fs3: {done}/{total} channels ({100 * done / total:.1f}%), "
+                f"{(now - self.started) / 60:.1f} min elapsed")
+        first_time, first_done = self.first_report
+        if first_done < done < total:
+            remaining = (now - first_time) / (done - first_done) * (total - done)
+            line += f", about {remaining / 60:.1f} min left"
+        print(line, flush=True)
+
+
+def _damaged_cache_files(message: str) -> list[Path]:
+    """Return the fs3 cache files that `message` names or that safetensors cannot open."""
+    from safetensors import SafetensorError, safe_open
+
+    from ..runtime import host
+
+    damaged = []
+    for path in sorted((host.cache_dir() / CACHE_SUBFOLDER).glob("fs3-*.safetensors")):
+        if str(path) in message:
+            damaged.append(path)
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                file.metadata()
+        except SafetensorError:
+            damaged.append(path)
+    return damaged
+
+
+def _report_cache_error(error: Exception) -> int:
+    """Report a cache file that compute_channel_data could not read, naming it when it can be found."""
+    from ..runtime import host
+
+    damaged = _damaged_cache_files(str(error))
+    if not damaged:
+        folder = host.cache_dir() / CACHE_SUBFOLDER
+        return _fail(f"reading an fs3 cache file in {folder} failed: {error}. Delete the fs3-*.safetensors files "
+                     f"there and run the command again. The computation then starts from the beginning.",
+                     EXIT_FAILED)
+    names = ", ".join(str(path) for path in damaged)
+    return _fail(f"the fs3 cache file {names} is damaged ({error}). Delete it and run the command again. The "
+                 f"computation then starts from the beginning.", EXIT_FAILED)
+
+
+def _compute_and_save(args, generator, clip) -> int:
+    from safetensors import SafetensorError
+
+    from ..runtime import host
+
+    progress = ProgressPrinter()
     try:
         data = channels.compute_channel_data(
             generator, clip, num_images=args.num_images, num_samples=args.num_samples, seed=args.seed,
             truncation_psi=args.truncation_psi, max_resolution=args.max_resolution or None,
-            batch_size=args.batch_size, mean_reset=args.mean_reset, progress=_print_progress(started),
-            where="styleclip-fs3")
+            batch_size=args.batch_size, mean_reset=args.mean_reset, progress=progress, where="styleclip-fs3")
+    except SafetensorError as error:
+        return _report_cache_error(error)
+    except channels.ChannelDataError as error:
+        # A damaged finished result in the cache raises ChannelDataError with its path.
+        if str(host.cache_dir() / CACHE_SUBFOLDER) in str(error):
+            return _report_cache_error(error)
+        return _fail(str(error))
     except ValueError as error:
-        print(f"error: {error}")
-        return 2
+        return _fail(str(error))
+
     fs3_path, statistics_path = channels.save_official(data, args.output)
     bundle = channels.save_channel_data(data, args.output / "fs3.safetensors")
     print(f"Wrote {fs3_path} ({data.rows} channels x {data.clip_dim}), {statistics_path} and {bundle} in "
-          f"{(time.monotonic() - started) / 60:.1f} min.")
-    return 0
+          f"{(time.monotonic() - progress.started) / 60:.1f} min.")
+    return EXIT_OK
+
+
+def _styleclip_fs3(args) -> int:
+    try:
+        _check_arguments(args)
+        _check_output(args)
+        device = _resolve_device(args.device)
+        generator, clip = _load_models(args, device)
+    except InvalidInput as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("Interrupted before the fs3 computation started.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return _fail(f"creating the --output folder {args.output} failed: {error}")
+
+    try:
+        return _compute_and_save(args, generator, clip)
+    except KeyboardInterrupt:
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return EXIT_INTERRUPTED

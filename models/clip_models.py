@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .safe_pickle import describe_torch_load_error, load_torch_data
 from .torchscript_archive import is_torchscript_archive, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
@@ -197,15 +198,21 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if is_torchscript_archive(path):
         return read_torchscript_state_dict(path), "openai-jit"
     if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path)), "safetensors"
+        try:
+            return load_file(str(path)), "safetensors"
+        except SafetensorError as exc:
+            raise CLIPLoadError(f"Could not read CLIP weights: {path} is not a valid safetensors file ({exc}). "
+                                f"Download the weights again.") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises several types (UnpicklingError, RuntimeError, ...) for other files.
-        raise CLIPLoadError(f"Could not read CLIP weights {path}: {type(exc).__name__}: {exc}. Expected OpenAI's "
-                            f"TorchScript .pt, a state dict saved with torch.save, an open_clip checkpoint or "
-                            f".safetensors.") from exc
+        data = load_torch_data(path)
+    except Exception as exc:  # torch.load raises several types (UnpicklingError, KeyError, EOFError, ...).
+        # `from None` keeps torch's advice to load with weights_only=False out of the traceback.
+        raise CLIPLoadError(f"Could not read CLIP weights: {describe_torch_load_error(path, exc)}. Expected "
+                            f"OpenAI's TorchScript .pt, a state dict saved with torch.save, an open_clip checkpoint "
+                            f"or .safetensors; download the weights again.") from None
     file_format = "state-dict"
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
@@ -320,6 +327,31 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pa
     model.load_state_dict(state, strict=True)
 
 
+def _json_type(value: Any) -> str:
+    """JSON's name for the type of a parsed value ("array" for a list)."""
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+    return names.get(type(value), "null")
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read open_clip_config.json: the model config (`model_cfg`, or the whole document) and `preprocess_cfg`."""
+    fix = (f"Restore {CONFIG_FILE_NAME} from the model's repository, or delete it and pass model_name (an "
+           f"open_clip name such as ViT-B-32).")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CLIPLoadError(f"{path} is not valid JSON ({exc}). {fix}") from None
+    if not isinstance(document, dict):
+        raise CLIPLoadError(f"{path} contains a JSON {_json_type(document)}; expected an object with "
+                            f"model_cfg. {fix}")
+    model_cfg = document.get("model_cfg", document)
+    preprocess = document.get("preprocess_cfg", {})
+    for key, value in (("model_cfg", model_cfg), ("preprocess_cfg", preprocess)):
+        if not isinstance(value, dict):
+            raise CLIPLoadError(f"{path}: {key} is a JSON {_json_type(value)}; expected an object. {fix}")
+    return model_cfg, dict(preprocess)
+
+
 def _config_beside(path: Path) -> Path | None:
     candidate = (path if path.is_dir() else path.parent) / CONFIG_FILE_NAME
     return candidate if candidate.is_file() else None
@@ -363,9 +395,7 @@ def load_clip(path: str | os.PathLike, model_name: str = AUTO_MODEL_NAME,
         model_cfg = _registry_config(model_name)
         name = model_name
     elif config_path is not None:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
-        model_cfg = document.get("model_cfg", document)
-        preprocess = dict(document.get("preprocess_cfg", {}))
+        model_cfg, preprocess = _read_config(config_path)
         name = f"{weights_path.parent.name} ({CONFIG_FILE_NAME})"
     elif is_openai_layout(state):
         model_cfg = openai_model_config(state)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .latents import LatentMismatchError, StyleGANLatent
+from .safe_pickle import describe_torch_load_error, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +201,10 @@ def _read_npz(path: Path) -> dict:
 
 def _read_torch(path: Path) -> dict:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as exc:
-        raise ValueError(f"{path} cannot be loaded safely as a direction file ({exc}). Direction .pt files must "
-                         f"hold only tensors and plain values, as closed_form_factorization.py writes.") from exc
+        data = load_torch_data(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"{describe_torch_load_error(path, exc)}. Direction .pt files must hold only tensors and "
+                         f"plain values, as closed_form_factorization.py writes.") from None
     if isinstance(data, torch.Tensor):
         return {"vectors": _vectors_from_array(data, path), "source": "array"}
     if isinstance(data, dict) and isinstance(data.get("eigvec"), torch.Tensor):

@@ -38,6 +38,7 @@ from .encoder_networks import (
     build_encoder_network,
 )
 from .latents import StyleGANLatent
+from .safe_pickle import describe_torch_load_error, load_torch_data
 from .stylegan2 import Generator
 
 logger = logging.getLogger(__name__)
@@ -205,14 +206,10 @@ def _read_file(path: Path) -> dict:
                                      f"stylegan model folder.")
     # Some files store their options as an argparse.Namespace: allow just that class.
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise EncoderCheckpointError(f"{path}: torch.load(weights_only=True) rejected the file: {error}. StyleBridge "
-                                     f"loads only weights; the file references code it will not run.") from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise EncoderCheckpointError(f"{path} could not be read as a torch checkpoint ({type(error).__name__}: "
-                                     f"{error}); the file is probably truncated or damaged.") from error
+        data = load_torch_data(path, allowed_globals=(argparse.Namespace,))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise EncoderCheckpointError(f"{describe_torch_load_error(path, error)}. Expected a pSp or e4e checkpoint "
+                                     f"(.pt with state_dict, latent_avg and opts).") from None
     if not isinstance(data, dict):
         raise EncoderCheckpointError(f"{path} contains a {type(data).__name__}, not the dict of a pSp / e4e "
                                      f"checkpoint.")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .latents import SPACES, LatentMismatchError, StyleGANLatent
+from .safe_pickle import describe_torch_load_error, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +245,10 @@ def load_latent(path: str | os.PathLike, generator=None, where: str = "") -> Sty
         return latent_from_safetensors_bytes(path.read_bytes(), generator, source, where)
     if suffix in (".pt", ".pth"):
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as exc:
-            raise LatentFileError(f"{path} cannot be loaded safely as a latent ({exc}). Latent .pt files must hold "
-                                  f"only tensors and plain values.") from exc
+            data = load_torch_data(path)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise LatentFileError(f"{describe_torch_load_error(path, exc)}. Latent .pt files must hold only tensors "
+                                  f"and plain values.") from None
         if isinstance(data, torch.Tensor):
             return latent_from_array(data, generator, source, where)
         if isinstance(data, dict) and isinstance(data.get("w"), torch.Tensor):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import host
+from .safe_pickle import describe_torch_load_error, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -213,12 +214,12 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch_data(path)
     except Exception as error:  # torch raises several types for files that are not plain tensor dicts
         raise PerceptualWeightsError(
-            f"{path} could not be read as a weights-only torch file ({type(error).__name__}: {error}). Expected "
-            f"torchvision's VGG16 state dict ({VGG16_FILE_NAMES[0]}) or the LPIPS weights ({LPIPS_LINEAR_FILE_NAMES[0]})."
-        ) from error
+            f"{describe_torch_load_error(path, error)}. Expected torchvision's VGG16 state dict "
+            f"({VGG16_FILE_NAMES[0]}) or the LPIPS weights ({LPIPS_LINEAR_FILE_NAMES[0]})."
+        ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(value, torch.Tensor) for value in data.values()):

@@ -1,10 +1,13 @@
-"""A restricted unpickler for NVIDIA network pickles that never runs code from the file.
+"""Loading pickled files as data only: NVIDIA network pickles, and torch.save checkpoints.
 
 NVIDIA's stylegan2-ada-pytorch and stylegan3 repositories save networks with `torch_utils.persistence`, which
 embeds each class's Python source (`module_src`) in the pickle and executes it on load. This unpickler instead
 turns every persistent object into a `PersistentRecord` holding its class name and state, and resolves only
 the globals in `_ALLOWED` (containers, numpy arrays, tensor rebuild functions). Any other global, such as
 `os.system` or `builtins.eval`, raises `UnsafePickleError` before anything from the file is called.
+
+Plain torch.save checkpoints go through `load_torch_data` (torch's weights-only unpickler), and
+`describe_torch_load_error` explains a rejection without torch's advice to load the file unsafely.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import contextlib
 import io
 import logging
 import pickle
+import re
 import sys
 import types
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -285,3 +291,44 @@ def module_state(attributes: dict[str, Any], submodules: dict[str, Any],
 
 __all__ = ["PersistentRecord", "PersistentWriterRecord", "RestrictedUnpickler", "UnsafePickleError", "AttrDict",
            "restricted_load", "module_state", "dump_persistent"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torch.save checkpoints.
+
+
+def load_torch_data(path: str | Path, allowed_globals: tuple = ()) -> Any:
+    """Read a torch.save file with `torch.load(weights_only=True)`, so only tensors and containers are built.
+
+    Args:
+        path: the file.
+        allowed_globals: classes to allow besides torch's defaults, e.g. argparse.Namespace for training
+            checkpoints that store their command-line options.
+
+    torch warns about pickle protocols other than 2 and tells the user to file an issue with torch. That warning
+    is silenced because torch.save writes protocol 2, so only files that are not torch checkpoints cause it.
+    """
+    with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed_globals)):
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def describe_torch_load_error(path: str | Path, error: BaseException) -> str:
+    """Explain why `load_torch_data(path)` raised `error`, without torch's advice to load the file unsafely.
+
+    torch (checked with 2.14) wraps every rejection of its weights-only unpickler in an UnpicklingError that
+    suggests `weights_only=False`. Only the rejected global or pickle opcode is kept from that text.
+    """
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text:
+        if match := re.search(r"GLOBAL ([\w.]+)", text):
+            detail = f"the pickle references {match.group(1)}"
+        elif match := re.search(r"Unsupported operand (\d+)", text):
+            detail = f"the pickle uses opcode {match.group(1)}, which torch.save does not write"
+        else:
+            detail = "torch's weights-only loader rejected its contents"
+        return (f"{path} is not a PyTorch checkpoint of tensors, or it contains objects other than tensors "
+                f"({detail}), which StyleBridge never loads")
+    reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return (f"{path} is not a readable PyTorch checkpoint ({reason}); the file is truncated, damaged or not a "
+            f"torch.save file")

@@ -39,7 +39,7 @@ import torch
 
 from ..runtime import host
 from .clip_models import CLIPModel
-from .safe_pickle import restricted_load
+from .safe_pickle import RestrictedUnpickler, UnsafePickleError
 from .style_space import require_style_space
 from .stylegan2 import StyleLayer
 
@@ -60,8 +60,29 @@ DEFAULT_DELTA_STD = 5.0
 DEFAULT_MAX_RESOLUTION = 128
 
 
+# Row norms of a valid fs3 lie within this distance of 1. StyleCLIP's SingleChannel.py normalises the rows in the
+# dtype of its CLIP features, which is float16 when CLIP runs on a GPU, so the tolerance covers float16 rounding.
+FS3_NORM_TOLERANCE = 1e-2
+_FS3_FIX = "recompute it with `stylebridge styleclip-fs3` or the StyleCLIP Compute fs3 node, or replace it"
+_NPY_SIGNATURE = b"\x93NUMPY"
+
+
 class ChannelDataError(ValueError):
     """Raised when fs3 or style statistics do not fit the generator or the CLIP model, or a file is malformed."""
+
+
+class UnsafeStatisticsError(ChannelDataError, UnsafePickleError):
+    """Raised when an S_mean_std pickle references a global outside the safe unpickler's allowlist."""
+
+
+def _invalid(path: Path, kind: str, reason: str) -> ChannelDataError:
+    return ChannelDataError(f"{path} is not a valid {kind}: {reason}; {_FS3_FIX}.")
+
+
+def _indices(noun: str, indices: np.ndarray, limit: int = 8) -> str:
+    """Format indices for messages: "row 3", or "rows 3, 7, 9" with "..." after `limit` of them."""
+    listed = ", ".join(str(int(index)) for index in indices[:limit])
+    return f"{noun}{'s' if len(indices) > 1 else ''} {listed}{', ...' if len(indices) > limit else ''}"
 
 
 def style_layers(generator) -> list[StyleLayer]:
@@ -126,36 +147,166 @@ class StyleCLIPChannelData:
                 f"{', '.join(map(str, allowed[:12]))}{', ...' if len(allowed) > 12 else ''}). The file was "
                 f"computed for another generator; compute fs3 for this one with StyleCLIPComputeFS3 or "
                 f"`stylebridge styleclip-fs3`.")
-        layers = style_layers(generator)
-        widths = [layer.channels for layer in layers]
-        if len(self.style_std) != len(layers) or [len(std) for std in self.style_std] != widths:
-            raise ChannelDataError(
-                f"{prefix}the style statistics of {source} describe {len(self.style_std)} layers with "
-                f"{[len(std) for std in self.style_std][:8]}... channels, but the generator has {len(layers)} "
-                f"style layers with {widths[:8]}... channels. Use the S_mean_std file computed with this fs3.")
+        self._check_statistics_layers(generator, prefix)
         if clip is not None and clip.embed_dim != self.clip_dim:
             raise ChannelDataError(f"{prefix}{source} contains {self.clip_dim}-dimensional CLIP features but "
                                    f"{clip.name} embeds into {clip.embed_dim} dimensions. Use the CLIP model the "
                                    f"fs3 was computed with (OpenAI ViT-B/32 for StyleCLIP's files).")
+
+    def _check_statistics_layers(self, generator, prefix: str) -> None:
+        """Raise ChannelDataError, naming the first differing layer, unless the statistics fit the style layers."""
+        layers = style_layers(generator)
+        file_widths = [len(std) for std in self.style_std]
+        generator_widths = [layer.channels for layer in layers]
+        if file_widths == generator_widths:
+            return
+        index = next(i for i in range(max(len(file_widths), len(generator_widths)))
+                     if i >= len(file_widths) or i >= len(generator_widths) or file_widths[i] != generator_widths[i])
+        name = f" ({layers[index].name})" if index < len(layers) else ""
+        in_file = f"{file_widths[index]} channels" if index < len(file_widths) else "missing"
+        in_generator = f"{generator_widths[index]} channels" if index < len(layers) else "missing"
+        statistics = self.meta.get("statistics", self.meta.get("source", "the fs3 data"))
+        if statistics == self.meta.get("source"):
+            fix = ("Recompute the file for this generator with `stylebridge styleclip-fs3` or the StyleCLIP Compute "
+                   "fs3 node.")
+        else:
+            fix = (f"Use the {STATISTICS_FILE_NAME} that belongs to this fs3.npy, or remove it so that the statistics "
+                   f"are computed from the generator.")
+        raise ChannelDataError(
+            f"{prefix}the style statistics in {statistics} do not fit the connected generator: they describe "
+            f"{len(file_widths)} style layers and the generator has {len(layers)}. The first difference is layer "
+            f"{index}{name}: {in_file} in the file, {in_generator} in the generator. {fix}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Files: StyleCLIP's fs3.npy + S_mean_std, and StyleBridge's single safetensors file.
 
 
+class _StatisticsUnpickler(RestrictedUnpickler):
+    """The safe unpickler with messages that describe an S_mean_std file instead of a network pickle."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return super().find_class(module, name)
+        except UnsafePickleError:
+            raise UnsafeStatisticsError(
+                f"{self.source} is not a valid {STATISTICS_FILE_NAME} file: its pickle references {module}.{name}, "
+                f"which StyleBridge never loads because loading it could run code. Nothing from the file was run. "
+                f"A StyleCLIP {STATISTICS_FILE_NAME} contains only lists of numpy float arrays; {_FS3_FIX}.") from None
+
+    def persistent_load(self, pid):
+        raise UnsafeStatisticsError(f"{self.source} is not a valid {STATISTICS_FILE_NAME} file: its pickle uses "
+                                    f"persistent ids, which plain lists of numpy arrays never need; {_FS3_FIX}.")
+
+
+def _describe_value(value) -> str:
+    """Describe a value for messages: "a list of 3", "a list of 2 containing dict, int", "a value of type int"."""
+    if isinstance(value, (list, tuple)):
+        content = ""
+        if not all(isinstance(item, (list, tuple)) for item in value):
+            content = f" containing {', '.join(sorted({type(item).__name__ for item in value}))}"
+        return f"a {type(value).__name__} of {len(value)}{content}"
+    return f"a value of type {type(value).__name__}"
+
+
 def read_statistics(path: str | os.PathLike) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Read StyleCLIP's `S_mean_std` pickle ([means, stds], one array per style layer) with the safe unpickler."""
+    """Read StyleCLIP's `S_mean_std` pickle ([means, stds], one array per style layer) with the safe unpickler.
+
+    Raises ChannelDataError naming `path` when the file is not such a pickle or contains non-finite values or
+    negative standard deviations. A pickle that references code raises UnsafeStatisticsError, which is also a
+    pickle.UnpicklingError.
+    """
     path = Path(path)
+    kind = f"{STATISTICS_FILE_NAME} file"
     with open(path, "rb") as file:
-        data = restricted_load(file, source=str(path))
+        try:
+            data = _StatisticsUnpickler(file, source=str(path)).load()
+        except UnsafeStatisticsError:
+            raise
+        except Exception as exc:  # Damaged pickles raise UnpicklingError, EOFError, KeyError, ValueError, ...
+            reason = "the file is empty" if path.stat().st_size == 0 else \
+                f"it is not a readable pickle ({type(exc).__name__}: {exc})"
+            raise _invalid(path, kind, reason) from None
     if not (isinstance(data, (list, tuple)) and len(data) == 2 and all(isinstance(part, (list, tuple))
                                                                        for part in data)):
-        raise ChannelDataError(f"{path} is not a StyleCLIP S_mean_std file: expected a pickled [means, stds] pair "
-                               f"of per-layer arrays, found {type(data).__name__}.")
-    means, stds = ([np.asarray(array, dtype=np.float32).reshape(-1) for array in part] for part in data)
+        raise _invalid(path, kind, f"expected a pickled [means, stds] pair of lists with one array per style "
+                                   f"layer, found {_describe_value(data)}")
+    means, stds = [], []
+    for part, arrays in (("means", means), ("stds", stds)):
+        for index, value in enumerate(data[0] if part == "means" else data[1]):
+            try:
+                arrays.append(np.asarray(value, dtype=np.float32).reshape(-1))
+            except (TypeError, ValueError):
+                raise _invalid(path, kind, f"{part}[{index}] is {_describe_value(value)}, not an array of "
+                                           f"numbers") from None
     if len(means) != len(stds):
-        raise ChannelDataError(f"{path} has {len(means)} mean arrays but {len(stds)} std arrays.")
+        raise _invalid(path, kind, f"it has {len(means)} mean arrays but {len(stds)} std arrays")
+    _check_statistics_values(means, stds, path, kind)
     return means, stds
+
+
+def _check_statistics_values(means: list[np.ndarray], stds: list[np.ndarray], path: Path, kind: str) -> None:
+    """Raise ChannelDataError unless every layer has finite means and finite, non-negative stds of equal length."""
+    for index, (mean, std) in enumerate(zip(means, stds, strict=True)):
+        if len(mean) != len(std):
+            raise _invalid(path, kind, f"layer {index} has {len(mean)} means but {len(std)} stds")
+        for part, values in (("mean", mean), ("std", std)):
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                raise _invalid(path, kind, f"the {part} of layer {index} has NaN or infinite values in "
+                                           f"{_indices('channel', bad)}")
+        negative = np.flatnonzero(std < 0)
+        if len(negative):
+            raise _invalid(path, kind, f"the std of layer {index} is negative in {_indices('channel', negative)} "
+                                       f"(first value {float(std[negative[0]]):.4g}), but a standard deviation "
+                                       f"is never negative")
+
+
+def _check_fs3_rows(fs3: np.ndarray, path: Path, kind: str) -> None:
+    """Raise ChannelDataError unless `fs3` is [rows, clip_dim] with finite unit rows (FS3_NORM_TOLERANCE)."""
+    if fs3.ndim != 2:
+        raise _invalid(path, kind, f"it contains an array of shape {list(fs3.shape)}, but fs3 must be "
+                                   f"[channels, clip_dim]")
+    non_finite = np.flatnonzero(~np.isfinite(fs3).all(axis=1))
+    if len(non_finite):
+        raise _invalid(path, kind, f"it has NaN or infinite values in {_indices('row', non_finite)} "
+                                   f"({len(non_finite)} of {fs3.shape[0]})")
+    norms = np.linalg.norm(fs3.astype(np.float64), axis=1)
+    if fs3.shape[0] and not norms.any():
+        raise _invalid(path, kind, f"all {fs3.shape[0]} rows are zero, but StyleCLIP's fs3 rows are unit vectors")
+    not_unit = np.flatnonzero(np.abs(norms - 1) > FS3_NORM_TOLERANCE)
+    if len(not_unit):
+        listed_norms = ", ".join(f"{norms[row]:.4g}" for row in not_unit[:4])
+        raise _invalid(path, kind, f"the norms of {_indices('row', not_unit)} ({len(not_unit)} of {fs3.shape[0]}) "
+                                   f"are {listed_norms}{', ...' if len(not_unit) > 4 else ''}, but StyleCLIP's fs3 rows are unit "
+                                   f"vectors (norm 1 within {FS3_NORM_TOLERANCE})")
+
+
+def _read_fs3_npy(path: Path) -> np.ndarray:
+    """Read StyleCLIP's fs3.npy without pickle, and check its shape and values."""
+    kind = FS3_FILE_NAME
+    with open(path, "rb") as file:
+        signature = file.read(len(_NPY_SIGNATURE))
+        if signature != _NPY_SIGNATURE:
+            if not signature:
+                reason = "the file is empty"
+            elif signature.startswith(b"PK"):
+                reason = "it is a zip archive (an .npz file?), not a single .npy array"
+            else:
+                reason = f"it is not a NumPy .npy file (it starts with {signature!r}, not {_NPY_SIGNATURE!r})"
+            raise _invalid(path, kind, reason)
+        file.seek(0)
+        try:
+            fs3 = np.load(file, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            # numpy's own message for object arrays suggests allow_pickle=True, which StyleBridge never uses.
+            reason = "it contains an object array, which only pickle can load, but fs3 is an array of floats" \
+                if "allow_pickle" in str(exc) else f"it is truncated or damaged ({exc})"
+            raise _invalid(path, kind, reason) from None
+    if not np.issubdtype(fs3.dtype, np.floating):
+        raise _invalid(path, kind, f"it contains {fs3.dtype} values, but fs3 is an array of floats")
+    _check_fs3_rows(fs3, path, kind)
+    return fs3
 
 
 def write_statistics(path: str | os.PathLike, means: list[np.ndarray], stds: list[np.ndarray]) -> Path:
@@ -181,7 +332,9 @@ def save_official(data: StyleCLIPChannelData, folder: str | os.PathLike) -> tupl
 def save_numbered_folder(data: StyleCLIPChannelData, folder: Path, filename_prefix: str) -> Path:
     """Write fs3.npy, S_mean_std and fs3.safetensors into a new folder `{prefix}_{counter:05}_` under `folder`.
 
-    The counter follows the highest one in use; an existing folder is never written into.
+    The counter follows the highest one in use; an existing folder is never written into. When the newest folder
+    with this prefix already contains these very files (a rerun of the same computation, answered from the
+    cache), that folder is returned and nothing is written.
     """
     from ..runtime.core_nodes import split_filename_prefix
 
@@ -189,7 +342,11 @@ def save_numbered_folder(data: StyleCLIPChannelData, folder: Path, filename_pref
     parent = folder / subfolder if subfolder else folder
     parent.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(re.escape(name) + r"_(\d+)_$", re.IGNORECASE)
-    counter = 1 + max((int(m.group(1)) for entry in parent.iterdir() if (m := pattern.match(entry.name))), default=0)
+    counters = {int(m.group(1)): entry for entry in parent.iterdir() if (m := pattern.match(entry.name))}
+    if counters and _holds_channel_data(counters[max(counters)], data):
+        logger.info("StyleCLIP fs3 (%d channels) is already saved in %s.", data.rows, counters[max(counters)])
+        return counters[max(counters)]
+    counter = 1 + max(counters, default=0)
     while True:
         target = parent / f"{name}_{counter:05}_"
         try:
@@ -203,9 +360,24 @@ def save_numbered_folder(data: StyleCLIPChannelData, folder: Path, filename_pref
     return target
 
 
+def _holds_channel_data(folder: Path, data: StyleCLIPChannelData) -> bool:
+    """Return True when `folder` has all three files of a save_numbered_folder call and its fs3 equals `data`'s."""
+    if not all((folder / file_name).is_file() for file_name in (FS3_FILE_NAME, STATISTICS_FILE_NAME,
+                                                                 "fs3.safetensors")):
+        return False
+    try:
+        saved = _read_safetensors(folder / "fs3.safetensors")
+    except ChannelDataError:
+        return False
+    return (saved.fingerprint == data.fingerprint and saved.clip_name == data.clip_name
+            and saved.fs3.shape == data.fs3.shape and torch.equal(saved.fs3, data.fs3)
+            and all(torch.equal(a, b) for a, b in zip(saved.style_std, data.style_std, strict=False))
+            and len(saved.style_std) == len(data.style_std))
+
+
 def save_channel_data(data: StyleCLIPChannelData, path: str | os.PathLike) -> Path:
     """Write fs3, statistics and the generator / CLIP identity into one safetensors file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,26 +394,63 @@ def save_channel_data(data: StyleCLIPChannelData, path: str | os.PathLike) -> Pa
         "clip_name": data.clip_name or "",
         "settings": json.dumps(data.meta.get("settings", {})),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    payload = save(tensors, metadata=metadata)
+
+    def write(target: Path) -> None:
+        # safetensors' save_file creates files readable by the owner only (0600). open() applies the umask, as
+        # np.save and pickle do for fs3.npy and S_mean_std. A file left by an earlier run would keep its mode.
+        target.unlink(missing_ok=True)
+        target.write_bytes(payload)
+
+    _atomic_save(write, path)
     return path
 
 
 def _read_safetensors(path: Path) -> StyleCLIPChannelData:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as file:
-        metadata = file.metadata() or {}
-        if metadata.get("format") != CHANNEL_DATA_FORMAT:
-            raise ChannelDataError(f"{path} is a safetensors file but not StyleBridge StyleCLIP channel data "
-                                   f"(format {metadata.get('format')!r}); expected fs3.npy or a file written by "
-                                   f"StyleCLIPComputeFS3.")
-        layer_names = tuple(json.loads(metadata["layer_names"]))
-        fs3 = file.get_tensor("fs3").float()
-        means = tuple(file.get_tensor(f"style_mean.{i}").float() for i in range(len(layer_names)))
-        stds = tuple(file.get_tensor(f"style_std.{i}").float() for i in range(len(layer_names)))
-    return StyleCLIPChannelData(fs3, means, stds, layer_names, tuple(json.loads(metadata["measured"])),
+    kind = "StyleBridge fs3 .safetensors file"
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            if metadata.get("format") != CHANNEL_DATA_FORMAT:
+                raise ChannelDataError(f"{path} is a safetensors file but not StyleBridge StyleCLIP channel data "
+                                       f"(format {metadata.get('format')!r}); expected fs3.npy or a file written by "
+                                       f"StyleCLIPComputeFS3.")
+            layer_names = _metadata_value(metadata, "layer_names", list, path, kind)
+            measured = _metadata_value(metadata, "measured", list, path, kind)
+            settings = _metadata_value(metadata, "settings", dict, path, kind) if "settings" in metadata else {}
+            names = set(file.keys())
+
+            def tensor(name: str) -> torch.Tensor:
+                if name not in names:
+                    raise _invalid(path, kind, f"tensor {name} is missing")
+                return file.get_tensor(name).float()
+
+            fs3 = tensor("fs3")
+            means = tuple(tensor(f"style_mean.{i}").reshape(-1) for i in range(len(layer_names)))
+            stds = tuple(tensor(f"style_std.{i}").reshape(-1) for i in range(len(layer_names)))
+    except SafetensorError as exc:
+        raise _invalid(path, kind, f"it is not a readable safetensors file ({exc})") from None
+    _check_fs3_rows(fs3.numpy(), path, kind)
+    _check_statistics_values([m.numpy() for m in means], [s.numpy() for s in stds], path, kind)
+    return StyleCLIPChannelData(fs3, means, stds, tuple(layer_names), tuple(measured),
                                 metadata.get("fingerprint") or None, metadata.get("clip_name") or None,
-                                {"source": str(path), "settings": json.loads(metadata.get("settings", "{}"))})
+                                {"source": str(path), "settings": settings})
+
+
+def _metadata_value(metadata: dict[str, str], key: str, expected: type, path: Path, kind: str):
+    """Parse the JSON metadata entry `key`, which must decode to `expected` (list entries must be strings)."""
+    if key not in metadata:
+        raise _invalid(path, kind, f"its metadata has no {key!r} entry")
+    try:
+        value = json.loads(metadata[key])
+    except json.JSONDecodeError as exc:
+        raise _invalid(path, kind, f"its metadata entry {key!r} is not valid JSON ({exc})") from None
+    if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
+        description = "a list of layer names" if expected is list else "a JSON object"
+        raise _invalid(path, kind, f"its metadata entry {key!r} is not {description}")
+    return value
 
 
 def load_channel_data(path: str | os.PathLike, generator, statistics_path: str | os.PathLike | None = None,
@@ -261,10 +470,7 @@ def load_channel_data(path: str | os.PathLike, generator, statistics_path: str |
         data.check(generator, where=where)
         return data
 
-    fs3 = np.load(path, allow_pickle=False)
-    if fs3.ndim != 2:
-        raise ChannelDataError(f"{path} contains an array of shape {list(fs3.shape)}; fs3.npy must be [channels, "
-                               f"clip_dim].")
+    fs3 = _read_fs3_npy(path)
     layers = style_layers(generator)
     conv_layers = [layer for layer in layers if layer.is_conv]
     allowed = allowed_row_counts(generator)
@@ -428,9 +634,12 @@ class _Progress:
 
     @classmethod
     def resume(cls, path: Path, settings: dict) -> _Progress:
-        from safetensors import safe_open
+        """Continue from the rows saved in `path` for the same settings; a damaged file is deleted, with a warning."""
+        from safetensors import SafetensorError, safe_open
 
-        if path.is_file():
+        if not path.is_file():
+            return cls([], path, settings)
+        try:
             with safe_open(str(path), framework="pt") as file:
                 metadata = file.metadata() or {}
                 if json.loads(metadata.get("settings", "{}")) == json.loads(json.dumps(settings, sort_keys=True)):
@@ -438,6 +647,9 @@ class _Progress:
                     if rows.numel():
                         logger.info("Resuming fs3 from %s: %d channels done.", path, rows.shape[0])
                         return cls([rows], path, settings)
+        except (SafetensorError, json.JSONDecodeError, OSError) as error:
+            logger.warning("The fs3 progress file %s is damaged (%s); starting the computation over.", path, error)
+            path.unlink(missing_ok=True)
         return cls([], path, settings)
 
 

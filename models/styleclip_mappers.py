@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .safe_pickle import describe_torch_load_error, load_torch_data
+
 logger = logging.getLogger(__name__)
 
 MAPPER_FOLDER = "styleclip_mappers"
@@ -39,6 +41,15 @@ LEVEL_STARTS = (0, 4, 8)                       # First W+ layer of each level.
 MAPPER_SCALE = 0.1                             # StyleCLIP adds 0.1 x the mapper output.
 _LINEAR_LAYERS = 4
 _LR_MULTIPLIER = 0.01
+_MAPPER_FIX = "Replace it with an intact copy of the mapper."
+# Tensors that every decoder (a rosinality StyleGAN2 generator) contains.
+_DECODER_REQUIRED = ("style.1.weight", "style.1.bias", "input.input", "conv1.conv.weight", "to_rgb1.conv.weight")
+# Number of dimensions of decoder tensors, by key pattern, as the conversion to the official layout indexes them.
+_DECODER_NDIMS = (
+    (r"style\.\d+\.weight", 2), (r"style\.\d+\.bias", 1), (r"input\.input", 4), (r"noises\.noise_\d+", 4),
+    (r".+\.conv\.weight", 5), (r".+\.conv\.modulation\.weight", 2), (r".+\.conv\.modulation\.bias", 1),
+    (r".+\.activate\.bias", 1),
+)
 
 
 class MapperCheckpointError(ValueError):
@@ -165,15 +176,26 @@ class StyleCLIPMapper:
             return
         current = {name: tensor for name, tensor in generator.mapping.state_dict().items() if name != "w_avg"}
         stored = {name: tensor for name, tensor in self.decoder_mapping.items() if name != "w_avg"}
-        agree = current.keys() == stored.keys() and all(
-            current[name].shape == stored[name].shape
-            and torch.allclose(current[name].detach().float().cpu(), stored[name].float(), rtol=1e-4, atol=1e-5)
-            for name in current)
+        agree = current.keys() == stored.keys() and all(_same_weights(current[name], stored[name])
+                                                        for name in current)
         if not agree:
             raise MapperCheckpointError(f"{prefix}the mapper {self.source} was trained with a generator whose "
                                         f"mapping network differs from the connected generator's, so its W+ offsets "
                                         f"would not mean the same. Connect the generator the mapper was trained "
                                         f"with (its decoder.* weights are inside the checkpoint).")
+
+
+def _same_weights(current: torch.Tensor, stored: torch.Tensor) -> bool:
+    """Return True when a generator weight equals the checkpoint's copy up to the rounding of the checkpoint's dtype.
+
+    The generator's weight is cast to the stored dtype first, so a float16 or bfloat16 copy of the mapper matches
+    the float32 generator it was trained with.
+    """
+    if current.shape != stored.shape:
+        return False
+    rtol = max(1e-4, 2 * torch.finfo(stored.dtype).eps) if stored.is_floating_point() else 1e-4
+    current = current.detach().cpu().to(stored.dtype).float()
+    return torch.allclose(current, stored.float(), rtol=rtol, atol=1e-5)
 
 
 def _split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -184,7 +206,71 @@ def _mapper_features(state: dict[str, torch.Tensor], prefix: str, source: str) -
     key = f"{prefix}mapping.1.weight"
     if key not in state:
         raise MapperCheckpointError(f"{source}: {key} is missing; the mapper layout is not StyleCLIP's.")
+    if state[key].ndim != 2:
+        raise MapperCheckpointError(f"{source}: mapper.{key} has shape {list(state[key].shape)}, expected a "
+                                    f"[features, features] weight. {_MAPPER_FIX}")
     return int(state[key].shape[1])
+
+
+def _checkpoint_parts(data: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return the state dict and opts of a loaded checkpoint after checking their types and values."""
+    if not isinstance(data, dict):
+        raise MapperCheckpointError(f"{source} contains a {type(data).__name__}; expected a StyleCLIP mapper "
+                                    f"checkpoint dict with state_dict and opts. {_MAPPER_FIX}")
+    state = data.get("state_dict", data)
+    if not isinstance(state, dict):
+        raise MapperCheckpointError(f"{source} is not a valid StyleCLIP mapper checkpoint: its state_dict has type "
+                                    f"{type(state).__name__}, expected a dict of tensors. {_MAPPER_FIX}")
+    opts = data.get("opts")
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise MapperCheckpointError(f"{source} is not a valid StyleCLIP mapper checkpoint: its opts entry has type "
+                                    f"{type(opts).__name__}, expected a dict of training options. {_MAPPER_FIX}")
+    for key, value in state.items():
+        if not isinstance(key, str) or not key.startswith(("mapper.", "decoder.")):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise MapperCheckpointError(f"{source} is not a valid StyleCLIP mapper checkpoint: {key} has type "
+                                        f"{type(value).__name__}, expected a tensor. {_MAPPER_FIX}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            count = int((~torch.isfinite(value)).sum())
+            raise MapperCheckpointError(f"{source} is not a valid StyleCLIP mapper checkpoint: tensor {key} "
+                                        f"contains {count} NaN or infinite values out of {value.numel()}. "
+                                        f"{_MAPPER_FIX}")
+    state = {key: value for key, value in state.items() if isinstance(key, str)}
+    return state, dict(opts)
+
+
+def _decoder_mapping(decoder_state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Mapping-network weights (official names) of the rosinality generator stored as `decoder.*`."""
+    from .checkpoints import CheckpointError, _rosinality_to_official
+
+    def malformed(detail: str) -> MapperCheckpointError:
+        return MapperCheckpointError(f"{source}: the mapper's embedded generator (decoder.*) is incomplete or "
+                                     f"malformed: {detail}. {_MAPPER_FIX}")
+
+    for key, value in decoder_state.items():
+        for pattern, ndim in _DECODER_NDIMS:
+            if re.fullmatch(pattern, key) and value.ndim != ndim:
+                raise malformed(f"decoder.{key} has shape {list(value.shape)}, expected {ndim} dimensions")
+        if key.endswith(".noise.weight") and value.numel() != 1:
+            raise malformed(f"decoder.{key} has shape {list(value.shape)}, expected one noise strength")
+    for key in _DECODER_REQUIRED:
+        if key not in decoder_state:
+            raise malformed(f"tensor decoder.{key} is missing")
+    try:
+        _, official = _rosinality_to_official(decoder_state, f"{source} (decoder.*)")
+    except CheckpointError as error:
+        # _rosinality_to_official turns the KeyError of the first missing tensor into a CheckpointError.
+        missing = error.__context__.args[0] if isinstance(error.__context__, KeyError) else None
+        raise malformed(f"tensor decoder.{missing} is missing" if missing else str(error)) from None
+    except KeyError as error:  # Raised before the conversion's own KeyError handling, for style.* biases.
+        raise malformed(f"tensor decoder.{error.args[0]} is missing") from None
+    except (IndexError, RuntimeError, ValueError) as error:
+        raise malformed(f"its tensor shapes do not fit a StyleGAN2 generator ({type(error).__name__}: "
+                        f"{error})") from None
+    return _split(official, "mapping.")
 
 
 def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> StyleCLIPMapper:
@@ -200,14 +286,12 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
                                 f"{MAPPER_FOLDER} model folder.")
     source = str(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises several types (UnpicklingError, RuntimeError, ...) for other files.
-        raise MapperCheckpointError(f"Could not read {source}: {type(exc).__name__}: {exc}.") from exc
-    if not isinstance(data, dict):
-        raise MapperCheckpointError(f"{source} contains a {type(data).__name__}; expected a StyleCLIP mapper "
-                                    f"checkpoint dict with state_dict and opts.")
-    state = data.get("state_dict", data)
-    opts = dict(data.get("opts") or {})
+        data = load_torch_data(path)
+    except Exception as exc:  # torch.load raises several types (UnpicklingError, KeyError, EOFError, ...).
+        # `from None` keeps torch's advice to load with weights_only=False out of the traceback.
+        raise MapperCheckpointError(f"{describe_torch_load_error(path, exc)}. Expected a StyleCLIP mapper "
+                                    f"checkpoint (.pt). {_MAPPER_FIX}") from None
+    state, opts = _checkpoint_parts(data, source)
     mapper_state = _split(state, "mapper.")
     if not mapper_state:
         raise MapperCheckpointError(f"{source} has no mapper.* tensors; it is not a StyleCLIP mapper checkpoint "
@@ -241,10 +325,7 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     decoder_mapping = None
     decoder_state = _split(state, "decoder.")
     if decoder_state:
-        from .checkpoints import _rosinality_to_official
-
-        _, official = _rosinality_to_official(decoder_state, f"{source} (decoder.*)")
-        decoder_mapping = _split(official, "mapping.")
+        decoder_mapping = _decoder_mapping(decoder_state, source)
     description = str(opts.get("description", "") or "")
     logger.info("Loaded StyleCLIP %s mapper %s (%s).", kind, source, description or "no description")
     return StyleCLIPMapper(kind, network.float().eval().requires_grad_(False).to(device), features, description,

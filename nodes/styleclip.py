@@ -148,7 +148,10 @@ class StyleCLIPComputeFS3:
                                     batch_size=batch_size, mean_reset=mean_reset, where="StyleCLIPComputeFS3")
         folder = save_numbered_folder(data, host.output_dir(), filename_prefix)
         relative = folder.relative_to(host.output_dir()).as_posix()
-        return {"ui": {"text": [f"fs3 ({data.rows} channels) saved to {relative}"]}, "result": (data,)}
+        # The same {"filename", "subfolder", "type"} entries as SaveImage's, so runners can list the files.
+        files = [{"filename": path.name, "subfolder": relative, "type": "output"} for path in sorted(folder.iterdir())]
+        return {"ui": {"text": [f"fs3 ({data.rows} channels) saved to {relative}"], "files": files},
+                "result": (data,)}
 
 
 class LoadStyleCLIPMapper:

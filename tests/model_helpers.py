@@ -5,6 +5,8 @@ import hashlib
 import pytest
 import torch
 
+from stylebridge.models.stylegan2 import StyleGAN2Config
+
 
 def state_hash(module: torch.nn.Module) -> str:
     """Return a SHA-256 digest of a module's state dict, to show that a call left the module unchanged."""
@@ -14,6 +16,11 @@ def state_hash(module: torch.nn.Module) -> str:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
+
+# A StyleGAN2 generator small enough for StyleCLIP tests: 5 convolution style layers with 16 + 16 + 16 + 16 + 8 =
+# 72 channels, and 8 style layers in all, ToRGB included.
+SMALL_STYLEGAN2 = StyleGAN2Config(z_dim=16, w_dim=16, img_resolution=16, channels=[16, 16, 8], architecture="skip",
+                                  conv_clamp=None, num_fp16_res=0, mapping_layers=2)
 
 # An open_clip configuration small enough for tests: 32-dimensional embeddings, one layer per tower.
 SMALL_CLIP_CONFIG = {

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from model_helpers import SMALL_CLIP_CONFIG, SMALL_FS3_SETTINGS, computed_channel_data
+from model_helpers import SMALL_CLIP_CONFIG, SMALL_FS3_SETTINGS, SMALL_STYLEGAN2, computed_channel_data
 
 from stylebridge.models import styleclip
 from stylebridge.models import styleclip_channels as channels
@@ -15,18 +15,14 @@ from stylebridge.models.clip_models import PromptError
 from stylebridge.models.latents import LatentMismatchError
 from stylebridge.models.sampling import sample_w
 from stylebridge.models.styleclip_mappers import MapperCheckpointError, load_mapper, write_mapper_checkpoint
-from stylebridge.models.stylegan2 import StyleGAN2Config
 from stylebridge.runtime import host
 
-# 5 convolution style layers with 16 + 16 + 16 + 16 + 8 = 72 channels.
-SMALL_CONFIG = StyleGAN2Config(z_dim=16, w_dim=16, img_resolution=16, channels=[16, 16, 8], architecture="skip",
-                               conv_clamp=None, num_fp16_res=0, mapping_layers=2)
 CONV_CHANNELS = 72
 
 
 @pytest.fixture(scope="module")
 def generator():
-    return make_generator(SMALL_CONFIG, seed=1)
+    return make_generator(SMALL_STYLEGAN2, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +154,25 @@ def test_official_layout_round_trips(generator, channel_data, tmp_path):
     assert torch.equal(loaded.fs3, channel_data.fs3)
     assert all(torch.equal(a, b) for a, b in zip(loaded.style_mean, channel_data.style_mean, strict=True))
     assert loaded.fingerprint is None
+
+
+def test_numbered_folder_not_rewritten_for_same_data(channel_data, tmp_path):
+    first = channels.save_numbered_folder(channel_data, tmp_path, "styleclip/fs3")
+    again = channels.save_numbered_folder(channel_data, tmp_path, "styleclip/fs3")
+    assert again == first
+    assert [path.name for path in (tmp_path / "styleclip").iterdir()] == ["fs3_00001_"]
+
+
+def test_numbered_folder_rewritten_when_file_missing(channel_data, tmp_path):
+    first = channels.save_numbered_folder(channel_data, tmp_path, "fs3")
+    (first / "S_mean_std").unlink()
+    assert channels.save_numbered_folder(channel_data, tmp_path, "fs3").name == "fs3_00002_"
+
+
+def test_numbered_folder_rewritten_for_other_data(channel_data, tmp_path):
+    channels.save_numbered_folder(channel_data, tmp_path, "fs3")
+    changed = replace(channel_data, fs3=channel_data.fs3.flip(0))
+    assert channels.save_numbered_folder(changed, tmp_path, "fs3").name == "fs3_00002_"
 
 
 def test_safetensors_round_trips(generator, channel_data, tmp_path):
@@ -330,7 +345,7 @@ def test_coarse_only_mapper_keeps_other_layers(generator, latent, tmp_path):
 
 
 def test_mapper_of_other_generator_rejected(generator, tmp_path):
-    other = make_generator(SMALL_CONFIG, seed=2)
+    other = make_generator(SMALL_STYLEGAN2, seed=2)
     mapper = load_mapper(write_mapper_checkpoint(tmp_path / "other.pt", other))
     with pytest.raises(MapperCheckpointError, match="mapping network differs"):
         styleclip.mapper_direction(generator, mapper, where="StyleCLIPEdit")
