@@ -139,6 +139,13 @@ class StyleCLIPComputeFS3:
     DESCRIPTION = ("Measures every channel's CLIP image-space direction (StyleCLIP's delta_i_c). Cached per "
                    "generator, CLIP model and settings; an interrupted run resumes where it stopped.")
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        # A prefix that leads outside the output folder is reported before the (long) computation, not after it.
+        from ..runtime.core_nodes import SaveImage
+
+        return SaveImage.VALIDATE_INPUTS(filename_prefix)
+
     def compute(self, generator, clip, num_images, num_samples, seed, truncation_psi, max_resolution, batch_size,
                 mean_reset, filename_prefix):
         from ..models.styleclip_channels import compute_channel_data, save_numbered_folder
@@ -238,6 +245,20 @@ class StyleCLIPEdit:
     DESCRIPTION = ("Returns the edited latents (W+), their exact style vectors and the edit itself, which StyleCLIP "
                    "Apply Direction adds to other latents. Global directions and S optimisation edit S, which W+ "
                    "can only approximate: render `styles` with Generate from Styles for the exact result.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, method=None, neutral_prompt=None, target_prompt=None):
+        # Runs before the graph does, so an empty prompt is reported before fs3 or other slow nodes run. Taking
+        # `method` here turns off the runner's own choice check for it, so it is checked here too.
+        if method is not None and method not in METHODS:
+            return f"method {method!r} is invalid; expected one of {list(METHODS)}."
+        needed = {"global directions": ("neutral_prompt", "target_prompt"), "latent optimization": ("target_prompt",)}
+        for name in needed.get(method, ()):
+            value = {"neutral_prompt": neutral_prompt, "target_prompt": target_prompt}[name]
+            if isinstance(value, str) and not value.strip():
+                return (f"{name} is empty, but method {method!r} needs it. Describe the image in words, for example "
+                        f"'a face' or 'a smiling face'.")
+        return True
 
     def edit(self, generator, latent, method, neutral_prompt, target_prompt, alpha, beta, strength, sweep, frames,
              optimization_space, steps, learning_rate, l2_lambda, id_lambda, identity_model, clip=None, fs3=None,

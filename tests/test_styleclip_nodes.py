@@ -27,6 +27,7 @@ from stylebridge.nodes.styleclip import (
 )
 from stylebridge.nodes.stylegan import LoadStyleGAN, SampleW, StyleGANGenerate
 from stylebridge.runtime.runner import default_registry, run_workflow
+from stylebridge.runtime.validation import WorkflowValidationError
 from stylebridge.runtime.workflow import to_api_prompt
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -99,6 +100,20 @@ def test_styleclip_workflow_saves_sweep_frames(home, tmp_path):
         assert animation.n_frames == 5
     fs3_folder = tmp_path / "styleclip" / "fs3_00001_"
     assert {fs3_folder / name for name in ("fs3.npy", "S_mean_std", "fs3.safetensors")} <= set(result.saved_files)
+
+
+def test_empty_prompt_rejected_before_anything_runs(home, tmp_path):
+    with pytest.raises(WorkflowValidationError, match="target_prompt is empty, but method 'global directions' "
+                                                      "needs it"):
+        run_workflow(WORKFLOWS / "styleclip_edit.json", overrides={**SMALL_FS3, "5.target_prompt": " "},
+                     output_dir=tmp_path)
+    assert not (tmp_path / "styleclip").exists()
+
+
+def test_fs3_prefix_outside_output_rejected_before_computing(home, tmp_path):
+    with pytest.raises(WorkflowValidationError, match="points outside the output folder"):
+        run_workflow(WORKFLOWS / "styleclip_edit.json", overrides={**SMALL_FS3, "4.filename_prefix": "../fs3"},
+                     output_dir=tmp_path)
 
 
 def test_latent_optimization_runs_inside_inference_mode(home, tmp_path):
