@@ -136,16 +136,19 @@ class StyleCLIPChannelData:
         prefix = f"{where}: " if where else ""
         source = self.meta.get("source", "the fs3 data")
         if self.fingerprint is not None and self.fingerprint != generator.fingerprint:
+            connected = getattr(generator, "source", {}).get("path")
+            connected_path = f" ({connected})" if connected else ""
             raise ChannelDataError(f"{prefix}{source} was computed for generator {self.fingerprint[:12]} but the "
-                                   f"connected generator is {generator.fingerprint[:12]}. Connect that generator or "
-                                   f"compute fs3 for this one (StyleCLIPComputeFS3 or `stylebridge styleclip-fs3`).")
+                                   f"connected generator is {generator.fingerprint[:12]}{connected_path}. Connect "
+                                   f"that generator or compute fs3 for this one (the StyleCLIP Compute fs3 node or "
+                                   f"`stylebridge styleclip-fs3`).")
         allowed = allowed_row_counts(generator)
         if self.rows not in allowed:
             raise ChannelDataError(
                 f"{prefix}{source} has {self.rows} channel rows, but the connected generator's convolution style "
                 f"layers have {allowed[-1]} channels (fs3 may also cover only the first layers: "
                 f"{', '.join(map(str, allowed[:12]))}{', ...' if len(allowed) > 12 else ''}). The file was "
-                f"computed for another generator; compute fs3 for this one with StyleCLIPComputeFS3 or "
+                f"computed for another generator; compute fs3 for this one with the StyleCLIP Compute fs3 node or "
                 f"`stylebridge styleclip-fs3`.")
         self._check_statistics_layers(generator, prefix)
         if clip is not None and clip.embed_dim != self.clip_dim:
@@ -416,7 +419,7 @@ def _read_safetensors(path: Path) -> StyleCLIPChannelData:
             if metadata.get("format") != CHANNEL_DATA_FORMAT:
                 raise ChannelDataError(f"{path} is a safetensors file but not StyleBridge StyleCLIP channel data "
                                        f"(format {metadata.get('format')!r}); expected fs3.npy or a file written by "
-                                       f"StyleCLIPComputeFS3.")
+                                       f"the StyleCLIP Compute fs3 node.")
             layer_names = _metadata_value(metadata, "layer_names", list, path, kind)
             measured = _metadata_value(metadata, "measured", list, path, kind)
             settings = _metadata_value(metadata, "settings", dict, path, kind) if "settings" in metadata else {}
