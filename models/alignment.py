@@ -662,7 +662,8 @@ def ffhq_eye_positions(landmarks: FaceLandmarks, output_size: int) -> np.ndarray
 
 
 def align_face(image, output_size: int, landmarks: str = "auto", no_face: str = "error", *,
-               predictor_path: str | Path | None = None, alpha: str = "white", where: str = "") -> AlignedFace:
+               predictor_path: str | Path | None = None, alpha: str = "white", where: str = "",
+               fallback_input: str = "no_face") -> AlignedFace:
     """Crop and rotate the most prominent face of a photo as FFHQ's faces were.
 
     Args:
@@ -674,6 +675,7 @@ def align_face(image, output_size: int, landmarks: str = "auto", no_face: str = 
         predictor_path: dlib predictor file; default: DLIB_PREDICTOR_NAME in the landmarks model folder.
         alpha: how prepare_image treats an alpha channel ("white" or "drop").
         where: prefix for error messages, such as "AlignFace".
+        fallback_input: the caller's input that chooses 'center_crop', named when no face is found.
 
     Returns:
         AlignedFace with the aligned image, the landmarks, the method and the FaceTransform for paste_back.
@@ -694,8 +696,8 @@ def align_face(image, output_size: int, landmarks: str = "auto", no_face: str = 
     if found is None:
         if no_face == "error":
             raise NoFaceFoundError(f"{_prefix(where)}no face found in the {width}x{height} px image (landmarks "
-                                   f"{landmarks!r}). Use a photo with a frontal face, or set no_face to "
-                                   f"'center_crop' to use the largest centred square instead.")
+                                   f"{landmarks!r}). Use a photo with a frontal face, or set {fallback_input} "
+                                   f"to 'center_crop' to use the largest centred square instead.")
         logger.warning("%sno face found in the %dx%d px image; using the largest centred square.", _prefix(where),
                        width, height)
         return _center_crop(pixels, output_size)

@@ -7,6 +7,7 @@ could not be loaded (nothing was computed or written), 130 interrupted (a rerun 
 from __future__ import annotations
 
 import argparse
+import pickle
 import re
 import sys
 import time
@@ -163,7 +164,8 @@ def _load_models(args, device):
     try:
         generator = load_stylegan(_resolve("stylegan", args.generator), device=device)
         layers = channels.style_layers(generator)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
+    except (CheckpointError, FileNotFoundError, ValueError, pickle.UnpicklingError) as error:
+        # UnpicklingError: the restricted unpickler rejected a pickle that references code (UnsafePickleError).
         raise InvalidInput(str(error)) from error
     if args.max_resolution and not channels.measured_layers(generator, args.max_resolution):
         lowest = min(layer.resolution for layer in layers if layer.is_conv)

@@ -344,11 +344,28 @@ def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(document, dict):
         raise CLIPLoadError(f"{path} contains a JSON {_json_type(document)}; expected an object with "
                             f"model_cfg. {fix}")
-    model_cfg = document.get("model_cfg", document)
+
+    # open_clip's Hugging Face folders nest the model config under model_cfg; its own model configs are the bare
+    # model config.
+    if "model_cfg" in document:
+        model_cfg = document["model_cfg"]
+    else:
+        model_cfg = {key: value for key, value in document.items() if key != "preprocess_cfg"}
     preprocess = document.get("preprocess_cfg", {})
     for key, value in (("model_cfg", model_cfg), ("preprocess_cfg", preprocess)):
         if not isinstance(value, dict):
             raise CLIPLoadError(f"{path}: {key} is a JSON {_json_type(value)}; expected an object. {fix}")
+
+    # The fields open_clip's CLIP constructor needs; anything else wrong surfaces when the model is built.
+    if "embed_dim" not in model_cfg:
+        raise CLIPLoadError(f"{path} has no model_cfg with embed_dim, vision_cfg and text_cfg. {fix}")
+    if not isinstance(model_cfg["embed_dim"], int) or isinstance(model_cfg["embed_dim"], bool):
+        raise CLIPLoadError(f"{path}: embed_dim is {model_cfg['embed_dim']!r}; expected a whole number such as 512. "
+                            f"{fix}")
+    for key in ("vision_cfg", "text_cfg"):
+        if not isinstance(model_cfg.get(key), dict):
+            found = "missing" if key not in model_cfg else f"a JSON {_json_type(model_cfg[key])}"
+            raise CLIPLoadError(f"{path}: model_cfg.{key} is {found}; expected an object. {fix}")
     return model_cfg, dict(preprocess)
 
 

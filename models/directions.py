@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .latents import LatentMismatchError, StyleGANLatent
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import describe_numpy_load_error, describe_torch_load_error, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -176,21 +176,29 @@ def _vectors_from_array(array: np.ndarray | torch.Tensor, path: Path) -> torch.T
 
 
 def _read_npy(path: Path) -> dict:
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{describe_numpy_load_error(path, exc)}.") from None
     vectors = _vectors_from_array(array, path)
     source = "interfacegan" if array.ndim == 2 and array.shape[0] == 1 else "array"
     return {"vectors": vectors, "source": source}
 
 
 def _read_npz(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        keys = sorted(data.files)
-        if "lat_comp" not in keys:
-            raise ValueError(f"{path} is not a GANSpace component file: it has the arrays {keys}, but GANSpace "
-                             f"files have lat_comp, lat_mean and lat_stdev.")
-        components = torch.from_numpy(data["lat_comp"]).float()
-        stdevs = torch.from_numpy(data["lat_stdev"]).float().flatten() if "lat_stdev" in keys else None
-        values = torch.from_numpy(data["var_ratio"]).float().flatten() if "var_ratio" in keys else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = sorted(data.files)
+            if "lat_comp" not in keys:
+                raise DirectionShapeError(f"{path} is not a GANSpace component file: it has the arrays {keys}, but "
+                                          f"GANSpace files have lat_comp, lat_mean and lat_stdev.")
+            components = torch.from_numpy(data["lat_comp"]).float()
+            stdevs = torch.from_numpy(data["lat_stdev"]).float().flatten() if "lat_stdev" in keys else None
+            values = torch.from_numpy(data["var_ratio"]).float().flatten() if "var_ratio" in keys else None
+    except DirectionShapeError:
+        raise
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise ValueError(f"{describe_numpy_load_error(path, exc)}.") from None
     if components.ndim == 3 and components.shape[1] == 1:
         components = components[:, 0]  # [K, 1, w_dim] -> [K, w_dim]: GANSpace stores W components with a layer axis
     vectors = _vectors_from_array(components, path)

@@ -83,7 +83,8 @@ def prepare_target(image: torch.Tensor, resolution: int, align: str = "center_cr
     if align == "ffhq":
         from .alignment import align_face
 
-        aligned = align_face(image, resolution, landmarks="auto", no_face="error", where=where)
+        aligned = align_face(image, resolution, landmarks="auto", no_face="error", where=where,
+                             fallback_input="align")
         return torch.from_numpy(np.ascontiguousarray(aligned.image)).float()
 
     rgb = _to_rgb_tensor(image, prefix)

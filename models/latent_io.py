@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .latents import SPACES, LatentMismatchError, StyleGANLatent
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import describe_numpy_load_error, describe_torch_load_error, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +235,21 @@ def load_latent(path: str | os.PathLike, generator=None, where: str = "") -> Sty
     With `generator`, the latent is checked against it; a file without a fingerprint takes the generator's.
 
     Raises:
-        LatentFileError: for unknown suffixes, damaged files, or raw arrays without a generator.
+        LatentFileError: for unknown suffixes, damaged files, non-finite values, or raw arrays without a generator.
         LatentMismatchError: when the latent belongs to another generator.
     """
-    path = Path(path)
+    latent = _read_latent_file(Path(path), generator, where)
+    values = latent.w
+    if not torch.isfinite(values).all():
+        prefix = f"{where}: " if where else ""
+        count = int((~torch.isfinite(values)).sum())
+        raise LatentFileError(f"{prefix}{path} contains {count} NaN or infinite values out of {values.numel()}; "
+                              f"they would render as black images. Save the latent again from its source.")
+    return latent
+
+
+def _read_latent_file(path: Path, generator, where: str) -> StyleGANLatent:
+    """Read a latent file without the finiteness check of `load_latent`."""
     suffix = path.suffix.lower()
     source = str(path)
     if suffix == ".safetensors":
@@ -255,14 +266,20 @@ def load_latent(path: str | os.PathLike, generator=None, where: str = "") -> Sty
             return _latent_from_fields(data["w"], data, generator, source, where)
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise LatentFileError(f"{path} is not a latent file: expected a tensor or a dict with 'w', got {keys}.")
-    if suffix == ".npy":
-        return latent_from_array(np.load(path, allow_pickle=False), generator, source, where)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "w" not in data.files:
-                raise LatentFileError(f"{path} has the arrays {sorted(data.files)} but no 'w'; latent .npz files "
-                                      f"hold the latent in 'w', as the official projector writes it.")
-            array = data["w"]
+    if suffix in (".npy", ".npz"):
+        try:
+            if suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as data:
+                    if "w" not in data.files:
+                        raise LatentFileError(f"{path} has the arrays {sorted(data.files)} but no 'w'; latent .npz "
+                                              f"files hold the latent in 'w', as the official projector writes it.")
+                    array = data["w"]
+        except (ValueError, OSError, EOFError) as exc:
+            if isinstance(exc, LatentFileError):
+                raise
+            raise LatentFileError(f"{describe_numpy_load_error(path, exc)}.") from None
         return latent_from_array(array, generator, source, where)
     raise LatentFileError(f"{path}: unknown latent file type {path.suffix!r}; expected one of "
                           f"{', '.join(LATENT_SUFFIXES)}.")

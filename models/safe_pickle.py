@@ -36,6 +36,10 @@ class UnsafePickleError(pickle.UnpicklingError):
     """Raised when a pickle references a global outside the allowlist."""
 
 
+class TorchScriptArchiveError(pickle.UnpicklingError):
+    """Raised by load_torch_data for a TorchScript archive, whose embedded code StyleBridge never runs."""
+
+
 @dataclass
 class PersistentRecord:
     """An object saved by `torch_utils.persistence`, kept as data: class name, state and a hash of its source."""
@@ -305,11 +309,17 @@ def load_torch_data(path: str | Path, allowed_globals: tuple = ()) -> Any:
         allowed_globals: classes to allow besides torch's defaults, e.g. argparse.Namespace for training
             checkpoints that store their command-line options.
 
-    torch warns about pickle protocols other than 2 and tells the user to file an issue with torch. That warning
+    torch warns about pickle protocols other than 2 and asks the user to file an issue with torch. That warning
     is silenced because torch.save writes protocol 2, so only files that are not torch checkpoints cause it.
     """
+    from .torchscript_archive import is_torchscript_archive
+
+    if is_torchscript_archive(path):
+        raise TorchScriptArchiveError(f"{path} is a TorchScript archive, which contains code; StyleBridge never "
+                                      f"loads one, and nothing from the file was run")
     with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed_globals)):
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -320,15 +330,31 @@ def describe_torch_load_error(path: str | Path, error: BaseException) -> str:
     suggests `weights_only=False`. Only the rejected global or pickle opcode is kept from that text.
     """
     text = str(error)
-    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text:
+    if isinstance(error, TorchScriptArchiveError):
+        return text
+    if "weights_only" in text:
         if match := re.search(r"GLOBAL ([\w.]+)", text):
-            detail = f"the pickle references {match.group(1)}"
-        elif match := re.search(r"Unsupported operand (\d+)", text):
+            return (f"{path} contains a reference to {match.group(1)}, which is code, not tensors; StyleBridge never "
+                    f"loads such files, and nothing from the file was run")
+        if match := re.search(r"Unsupported operand (\d+)", text):
             detail = f"the pickle uses opcode {match.group(1)}, which torch.save does not write"
         else:
             detail = "torch's weights-only loader rejected its contents"
-        return (f"{path} is not a PyTorch checkpoint of tensors, or it contains objects other than tensors "
-                f"({detail}), which StyleBridge never loads")
+        return (f"{path} is not a PyTorch checkpoint of tensors ({detail}); StyleBridge never loads such files, and "
+                f"nothing from the file was run")
     reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return (f"{path} is not a readable PyTorch checkpoint ({reason}); the file is truncated, damaged or not a "
             f"torch.save file")
+
+
+def describe_numpy_load_error(path: str | Path, error: BaseException) -> str:
+    """Explain why `numpy.load(path, allow_pickle=False)` (or reading one of its arrays) raised `error`.
+
+    numpy suggests allow_pickle=True for object arrays; that advice is replaced, because pickled arrays can hold
+    code and StyleBridge never loads them.
+    """
+    text = str(error)
+    if "allow_pickle" in text or "Object arrays" in text:
+        return (f"{path} contains an object array, which only pickle can load; StyleBridge never unpickles .npy or "
+                f".npz data, and nothing from the file was run. Save the array with a numeric dtype, e.g. float32")
+    return f"{path} is not a readable NumPy file ({type(error).__name__}: {text.rstrip('.')})"

@@ -169,12 +169,10 @@ class StyleCLIPChannelData:
         in_file = f"{file_widths[index]} channels" if index < len(file_widths) else "missing"
         in_generator = f"{generator_widths[index]} channels" if index < len(layers) else "missing"
         statistics = self.meta.get("statistics", self.meta.get("source", "the fs3 data"))
-        if statistics == self.meta.get("source"):
-            fix = ("Recompute the file for this generator with `stylebridge styleclip-fs3` or the StyleCLIP Compute "
-                   "fs3 node.")
-        else:
-            fix = (f"Use the {STATISTICS_FILE_NAME} that belongs to this fs3.npy, or remove it so that the statistics "
-                   f"are computed from the generator.")
+        # StyleCLIP's files come in pairs, so statistics for another layer layout mean the fs3.npy beside them was
+        # measured on another generator too, even when its row count happens to fit this one.
+        fix = ("These files were computed for another generator; compute fs3 for this one with `stylebridge "
+               "styleclip-fs3` or the StyleCLIP Compute fs3 node.")
         raise ChannelDataError(
             f"{prefix}the style statistics in {statistics} do not fit the connected generator: they describe "
             f"{len(file_widths)} style layers and the generator has {len(layers)}. The first difference is layer "

@@ -504,8 +504,9 @@ class StyleGANStylesEditChannel:
         return {"required": {
             "styles": (STYLEGAN_STYLES, {"tooltip": "Style vectors from StyleGANLatentToStyles."}),
             "layer": ("INT", {"default": 0, "min": 0, "max": 63,
-                              "tooltip": "Style layer in synthesis order (0 = b4.conv1, 1 = b4.torgb, 2 = b8.conv0, "
-                                         "... for the skip architecture)."}),
+                              "tooltip": "Style layer in synthesis order. StyleGAN2 (skip architecture): 0 = b4.conv1, "
+                                         "1 = b4.torgb, 2 = b8.conv0, ... StyleGAN3: 0 = input (channels 0-3: cos, "
+                                         "sin, tx, ty of its rotation and translation), 1 = L0, ..."}),
             "channel": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Channel within the layer."}),
             "delta": ("FLOAT", {"default": 1.0, "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.1,
                                 "tooltip": "Amount added to the channel's style value for every image."}),

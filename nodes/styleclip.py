@@ -258,6 +258,10 @@ class StyleCLIPEdit:
             if isinstance(value, str) and not value.strip():
                 return (f"{name} is empty, but method {method!r} needs it. Describe the image in words, for example "
                         f"'a face' or 'a smiling face'.")
+        if method == "global directions" and isinstance(neutral_prompt, str) and isinstance(target_prompt, str) \
+                and neutral_prompt.strip() == target_prompt.strip():
+            return (f"neutral_prompt and target_prompt are both {target_prompt.strip()!r}, so they define no edit. "
+                    f"Describe the change in target_prompt.")
         return True
 
     def edit(self, generator, latent, method, neutral_prompt, target_prompt, alpha, beta, strength, sweep, frames,

@@ -196,6 +196,14 @@ def test_flat_image_raises_with_size_and_option():
     assert "center_crop" in message
 
 
+def test_inversion_without_face_names_align_input():
+    from stylebridge.models.inversion import prepare_target
+
+    flat = torch.full((200, 300, 3), 0.5)
+    with pytest.raises(NoFaceFoundError, match="set align to 'center_crop'"):
+        prepare_target(flat, SIZE, align="ffhq", where="InvertImage")
+
+
 def test_cat_photo_has_no_face():
     # The frontal-face cascade fires on this cat, but no eye is found in the box, so it is rejected.
     with pytest.raises(NoFaceFoundError):

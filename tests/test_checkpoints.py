@@ -238,10 +238,22 @@ def test_torch_file_with_code_is_rejected(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"g_ema": _Exploit(os.system, f"touch {marker}")}, path)
-    with pytest.raises(CheckpointError, match=r"evil.pt is not a PyTorch checkpoint of tensors, or it contains "
-                                              r"objects other than tensors \(the pickle references posix.system\)"):
+    with pytest.raises(CheckpointError, match=r"evil.pt contains a reference to posix.system, which is code, not "
+                                              r"tensors; StyleBridge never loads such files, and nothing from the "
+                                              r"file was run"):
         read_generator(path)
     assert not marker.exists()
+
+
+def test_torchscript_archive_rejected_without_torch_advice(tmp_path, recwarn):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)), str(path))
+    with pytest.raises(CheckpointError) as error:
+        read_generator(path)
+    message = str(error.value)
+    assert f"{path} is a TorchScript archive, which contains code; StyleBridge never loads one" in message
+    assert "weights_only" not in message
+    assert not [warning for warning in recwarn if "TorchScript" in str(warning.message)]
 
 
 def test_unsupported_tf_pickle_gets_clear_message(tmp_path):

@@ -99,11 +99,18 @@ def test_rosinality_factor_file_loads_columns_as_directions(tmp_path):
     assert direction.meta["ckpt"] == "stylegan2-ffhq.pt"
 
 
+def test_npz_object_array_rejected(tmp_path):
+    path = tmp_path / "components.npz"
+    np.savez(path, lat_comp=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match=f"{path} contains an object array, which only pickle can load"):
+        load_direction(path)
+
+
 def test_pt_with_arbitrary_object_rejected(tmp_path):
     torch.save({"eigvec": torch.zeros(8, 2), "payload": NotATensor()}, tmp_path / "unsafe.pt")
     with pytest.raises(ValueError) as error:
         load_direction(tmp_path / "unsafe.pt")
-    assert "unsafe.pt is not a PyTorch checkpoint of tensors, or it contains objects other than tensors" in \
+    assert "unsafe.pt contains a reference to test_directions.NotATensor, which is code, not tensors" in \
         str(error.value)
     assert "weights_only=False" not in str(error.value)
 

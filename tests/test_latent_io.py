@@ -122,11 +122,27 @@ def test_save_rejects_unknown_suffix(tmp_path, w_latent):
         save_latent(w_latent, tmp_path / "latent.json")
 
 
+def test_npy_with_nan_rejected(tmp_path, tiny_generator):
+    path = tmp_path / "nan.npy"
+    np.save(path, np.full((1, tiny_generator.w_dim), np.nan, dtype=np.float32))
+    with pytest.raises(LatentFileError, match=f"{path} contains {tiny_generator.w_dim} NaN or infinite values"):
+        load_latent(path, tiny_generator)
+
+
+def test_npy_object_array_rejected(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"w": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(LatentFileError) as error:
+        load_latent(path)
+    assert f"{path} contains an object array, which only pickle can load" in str(error.value)
+    assert "allow_pickle=True" not in str(error.value)
+
+
 def test_pt_with_arbitrary_object_rejected(tmp_path):
     torch.save({"w": torch.zeros(1, 32), "payload": NotATensor()}, tmp_path / "unsafe.pt")
     with pytest.raises(LatentFileError) as error:
         load_latent(tmp_path / "unsafe.pt")
-    assert "unsafe.pt is not a PyTorch checkpoint of tensors, or it contains objects other than tensors" in \
+    assert "unsafe.pt contains a reference to test_latent_io.NotATensor, which is code, not tensors" in \
         str(error.value)
     assert "weights_only=False" not in str(error.value)
 

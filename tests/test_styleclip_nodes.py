@@ -110,6 +110,12 @@ def test_empty_prompt_rejected_before_anything_runs(home, tmp_path):
     assert not (tmp_path / "styleclip").exists()
 
 
+def test_identical_prompts_rejected_before_anything_runs(home, tmp_path):
+    with pytest.raises(WorkflowValidationError, match="neutral_prompt and target_prompt are both 'face'"):
+        run_workflow(WORKFLOWS / "styleclip_edit.json", overrides={**SMALL_FS3, "5.target_prompt": "face "},
+                     output_dir=tmp_path)
+
+
 def test_fs3_prefix_outside_output_rejected_before_computing(home, tmp_path):
     with pytest.raises(WorkflowValidationError, match="points outside the output folder"):
         run_workflow(WORKFLOWS / "styleclip_edit.json", overrides={**SMALL_FS3, "4.filename_prefix": "../fs3"},
