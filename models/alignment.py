@@ -449,7 +449,8 @@ def _detect_with_dlib(pixels: np.ndarray, predictor_path: Path, where: str) -> F
     try:
         predictor = _load_dlib_predictor(str(predictor_path), predictor_path.stat().st_mtime_ns)
     except RuntimeError as exc:
-        raise RuntimeError(f"{_prefix(where)}failed to load the dlib shape predictor {predictor_path}: {exc}. "
+        reason = str(exc).rstrip(".")  # The library message may end with a period already.
+        raise RuntimeError(f"{_prefix(where)}failed to load the dlib shape predictor {predictor_path}: {reason}. "
                            f"Use dlib's shape_predictor_68_face_landmarks.dat.") from exc
 
     # 1. Detect faces on a copy of at most DETECTION_MAX_SIDE px; dlib upsamples it once to find smaller faces.

@@ -235,7 +235,8 @@ def _report_cache_error(error: Exception) -> int:
     damaged = _damaged_cache_files(str(error))
     if not damaged:
         folder = host.cache_dir() / CACHE_SUBFOLDER
-        return _fail(f"reading an fs3 cache file in {folder} failed: {error}. Delete the fs3-*.safetensors files "
+        reason = str(error).rstrip(".")  # The library message may end with a period already.
+        return _fail(f"reading an fs3 cache file in {folder} failed: {reason}. Delete the fs3-*.safetensors files "
                      f"there and run the command again. The computation then starts from the beginning.",
                      EXIT_FAILED)
     names = ", ".join(str(path) for path in damaged)

@@ -294,7 +294,8 @@ def _build_model(model_cfg: dict[str, Any], description: str) -> torch.nn.Module
     try:
         return model_class(**config)
     except (TypeError, ValueError, KeyError) as exc:
-        raise CLIPLoadError(f"Could not build {description} from its config: {type(exc).__name__}: {exc}.") from exc
+        reason = str(exc).rstrip(".")  # The library message may end with a period already.
+        raise CLIPLoadError(f"Could not build {description} from its config: {type(exc).__name__}: {reason}.") from exc
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
