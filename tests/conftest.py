@@ -54,3 +54,28 @@ def clip(tmp_path_factory):
     from model_helpers import small_clip
 
     return small_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def demo_models_template(tmp_path_factory):
+    """A STYLEBRIDGE_HOME with every demo model, written once per test session; copy it, never change it."""
+    from stylebridge.models.demo import write_demo_models
+
+    home = tmp_path_factory.mktemp("demo_template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STYLEBRIDGE_HOME", str(home))
+        write_demo_models()
+    return home
+
+
+@pytest.fixture(scope="session")
+def make_demo_home(demo_models_template, tmp_path_factory):
+    """Return a function that makes a new home named `name` holding a copy of the demo models."""
+    import shutil
+
+    def make(name: str):
+        home = tmp_path_factory.mktemp(name)
+        shutil.copytree(demo_models_template / "models", home / "models")
+        return home
+
+    return make

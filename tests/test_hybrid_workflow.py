@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stylebridge.models.demo import write_demo_models
 from stylebridge.nodes import NODE_CLASS_MAPPINGS
 from stylebridge.runtime.executor import Executor
 from stylebridge.runtime.runner import default_registry, run_workflow
@@ -17,12 +16,8 @@ COMFYUI_CORE_NODES = {"LoadImage", "SaveImage", "PreviewImage"}
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("demo_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STYLEBRIDGE_HOME", str(home))
-        write_demo_models()
-    return home
+def demo_home(make_demo_home):
+    return make_demo_home("demo_home")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from stylebridge.models.demo import write_demo_models
 from stylebridge.models.encoder_networks import BackboneConfig
 from stylebridge.models.encoders import load_encoder, write_encoder_checkpoint
 from stylebridge.models.sampling import generate_images, sample_w
@@ -31,13 +30,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
+def demo_home(make_demo_home):
     from skimage import data
 
-    home = tmp_path_factory.mktemp("invert_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STYLEBRIDGE_HOME", str(home))
-        write_demo_models()
+    home = make_demo_home("invert_home")
     (home / "input").mkdir()
     Image.fromarray(data.astronaut()).save(home / "input" / "astronaut.png")
     return home

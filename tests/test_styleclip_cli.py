@@ -6,7 +6,6 @@ from stylebridge.cli import main as cli_main
 from stylebridge.models import checkpoints, cli_styleclip, clip_models
 from stylebridge.models.checkpoints import clear_cache
 from stylebridge.models.clip_writers import DEMO_CLIP_FOLDER
-from stylebridge.models.demo import write_demo_models
 from stylebridge.nodes.styleclip import StyleCLIPComputeFS3
 
 DEMO_CLIP_NAME = f"{DEMO_CLIP_FOLDER}/open_clip_model.safetensors"
@@ -16,12 +15,8 @@ SMALL_SETTINGS = ["--num-images", "1", "--num-samples", "500", "--max-resolution
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("styleclip_cli_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STYLEBRIDGE_HOME", str(home))
-        write_demo_models()
-    return home
+def demo_home(make_demo_home):
+    return make_demo_home("styleclip_cli_home")
 
 
 @pytest.fixture

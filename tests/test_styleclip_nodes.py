@@ -13,7 +13,6 @@ from stylebridge.cli import main as cli_main
 from stylebridge.models.arcface import backbone_from_state_dict, identity_loss, load_arcface, write_arcface
 from stylebridge.models.checkpoints import clear_cache, load_stylegan
 from stylebridge.models.clip_writers import DEMO_CLIP_FOLDER
-from stylebridge.models.demo import write_demo_models
 from stylebridge.models.encoder_networks import BackboneConfig
 from stylebridge.models.sampling import sample_w
 from stylebridge.nodes import NODE_CLASS_MAPPINGS
@@ -44,11 +43,8 @@ def image_names(result) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("styleclip_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STYLEBRIDGE_HOME", str(home))
-        write_demo_models()
+def demo_home(make_demo_home):
+    home = make_demo_home("styleclip_home")
     (home / "input").mkdir()
     pixels = np.random.RandomState(0).randint(0, 256, size=(80, 96, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(home / "input" / "photo.png")
