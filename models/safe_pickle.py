@@ -309,7 +309,7 @@ def load_torch_data(path: str | Path, allowed_globals: tuple = ()) -> Any:
         allowed_globals: classes to allow besides torch's defaults, e.g. argparse.Namespace for training
             checkpoints that store their command-line options.
 
-    torch warns about pickle protocols other than 2 and asks the user to file an issue with torch. That warning
+    torch warns about pickle protocols other than 2 and suggests filing an issue with torch. That warning
     is silenced because torch.save writes protocol 2, so only files that are not torch checkpoints cause it.
     """
     from .torchscript_archive import is_torchscript_archive

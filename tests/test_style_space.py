@@ -99,7 +99,7 @@ def stylegan3_generator(request):
     return make_stylegan3_generator(config, seed=2)
 
 
-def test_stylegan3_synthesis_from_styles_equals_synthesis_from_w_plus(stylegan3_generator):
+def test_stylegan3_styles_render_same_image(stylegan3_generator):
     ws = distinct_layer_latent(stylegan3_generator).ws()
     styles = stylegan3_generator.synthesis.ws_to_styles(ws)
     expected = stylegan3_generator.synthesis(ws)
@@ -114,7 +114,7 @@ def test_stylegan3_style_layers_start_with_input_transform(stylegan3_generator):
     assert kinds == ["input", "conv", "conv", "conv", "conv", "torgb"]
 
 
-def test_stylegan3_style_of_layer_reads_its_own_w_entry(stylegan3_generator):
+def test_stylegan3_layer_style_reads_own_w(stylegan3_generator):
     ws = distinct_layer_latent(stylegan3_generator, seed=1).ws()
     styles = stylegan3_generator.synthesis.ws_to_styles(ws)
     layer = getattr(stylegan3_generator.synthesis, stylegan3_generator.synthesis.layer_names[2])
