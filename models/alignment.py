@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ..runtime import host
+from .messages import error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -449,9 +450,8 @@ def _detect_with_dlib(pixels: np.ndarray, predictor_path: Path, where: str) -> F
     try:
         predictor = _load_dlib_predictor(str(predictor_path), predictor_path.stat().st_mtime_ns)
     except RuntimeError as exc:
-        reason = str(exc).rstrip(".")  # The library message may end with a period already.
-        raise RuntimeError(f"{_prefix(where)}failed to load the dlib shape predictor {predictor_path}: {reason}. "
-                           f"Use dlib's shape_predictor_68_face_landmarks.dat.") from exc
+        raise RuntimeError(f"{_prefix(where)}failed to load the dlib shape predictor {predictor_path}: "
+                           f"{error_reason(exc)}. Use dlib's shape_predictor_68_face_landmarks.dat.") from exc
 
     # 1. Detect faces on a copy of at most DETECTION_MAX_SIDE px; dlib upsamples it once to find smaller faces.
     small, scale = _downscale_for_detection(pixels)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoder_networks import IR_SE_50, BackboneConfig, build_ir_stem_and_body
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import TorchFileError, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,8 @@ def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") ->
                                 f"pSp and e4e use) in the {ARCFACE_FOLDER} model folder.")
     try:
         state = load_torch_data(path)
-    except Exception as exc:  # torch.load raises several types (UnpicklingError, RuntimeError, ...) for other files.
-        raise ArcFaceError(f"{describe_torch_load_error(path, exc)}. Expected the ArcFace IR-SE50 state dict "
-                           f"(model_ir_se50.pth).") from None
+    except TorchFileError as error:
+        raise ArcFaceError(f"{error}. Expected the ArcFace IR-SE50 state dict (model_ir_se50.pth).") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import threading
-import zipfile
 from pathlib import Path
 
 import torch
@@ -29,8 +28,8 @@ from . import stylegan3
 from .safe_pickle import (
     PersistentRecord,
     RestrictedUnpickler,
+    TorchFileError,
     UnsafePickleError,
-    describe_torch_load_error,
     load_torch_data,
 )
 from .stylegan2 import Generator, StyleGAN2Config, weights_loaded_later
@@ -202,13 +201,7 @@ def _rosinality_to_official(state: dict[str, torch.Tensor], source: str) -> tupl
                               f"StyleGAN2 generator. {_formats_hint()}")
     img_resolution = 2 ** (num_rgb + 2)
     resolutions = [2 ** i for i in range(2, num_rgb + 3)]
-    style_dim = int(state[f"style.{style_layers[0]}.weight"].shape[0])
-
     out: dict[str, torch.Tensor] = {}
-    for index, layer in enumerate(style_layers):
-        out[f"mapping.fc{index}.weight"] = state[f"style.{layer}.weight"]
-        out[f"mapping.fc{index}.bias"] = state[f"style.{layer}.bias"]
-    out["synthesis.b4.const"] = state["input.input"][0]
 
     def styled_conv(src: str, dst: str, noise_index: int) -> None:
         out[f"{dst}.weight"] = state[f"{src}.conv.weight"][0]
@@ -225,6 +218,11 @@ def _rosinality_to_official(state: dict[str, torch.Tensor], source: str) -> tupl
         out[f"{dst}.bias"] = state[f"{src}.bias"].reshape(-1)
 
     try:
+        style_dim = int(state[f"style.{style_layers[0]}.weight"].shape[0])
+        for index, layer in enumerate(style_layers):
+            out[f"mapping.fc{index}.weight"] = state[f"style.{layer}.weight"]
+            out[f"mapping.fc{index}.bias"] = state[f"style.{layer}.bias"]
+        out["synthesis.b4.const"] = state["input.input"][0]
         styled_conv("conv1", "synthesis.b4.conv1", 0)
         to_rgb("to_rgb1", "synthesis.b4.torgb")
         for index, res in enumerate(resolutions[1:]):
@@ -232,8 +230,14 @@ def _rosinality_to_official(state: dict[str, torch.Tensor], source: str) -> tupl
             styled_conv(f"convs.{2 * index + 1}", f"synthesis.b{res}.conv1", 2 * index + 2)
             to_rgb(f"to_rgbs.{index}", f"synthesis.b{res}.torgb")
     except KeyError as error:
-        raise CheckpointError(f"{source}: rosinality generator is missing tensor {error.args[0]!r}; the file is "
-                              f"incomplete or from another model.") from None
+        missing = CheckpointError(f"{source}: rosinality generator is missing tensor {error.args[0]!r}; the file is "
+                                  f"incomplete or from another model.")
+        missing.missing_key = error.args[0]  # For callers that describe the file in their own words.
+        raise missing from None
+    except (IndexError, RuntimeError) as error:
+        # A tensor with too few dimensions for the [0] / reshape above.
+        raise CheckpointError(f"{source}: a rosinality generator tensor has an unexpected shape "
+                              f"({type(error).__name__}: {error}); the file is damaged or from another model.") from None
 
     config = StyleGAN2Config(
         z_dim=style_dim, c_dim=0, w_dim=style_dim, img_resolution=img_resolution,
@@ -248,8 +252,8 @@ def _load_torch_file(path: Path):
     # Training checkpoints store their command-line arguments as an argparse.Namespace: allow just that class.
     try:
         return load_torch_data(path, allowed_globals=(argparse.Namespace,))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{describe_torch_load_error(path, error)}.") from None
+    except TorchFileError as error:
+        raise CheckpointError(f"{error}.") from None
 
 
 def _mean_w(generator: Generator, samples: int = 10_000, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """`stylebridge styleclip-fs3`: compute StyleCLIP's fs3 and style statistics for a generator.
 
-Exit codes: 0 success, 1 the computation failed (a damaged cache file), 2 invalid arguments or model files that
-could not be loaded (nothing was computed or written), 130 interrupted (a rerun resumes from the saved progress).
+Exit codes: 0 success, 2 invalid arguments or model files that could not be loaded (nothing was computed or
+written), 130 interrupted (a rerun resumes from the saved progress). Damaged cache files are deleted with a
+warning and computed again.
 """
 
 from __future__ import annotations
@@ -16,27 +17,16 @@ from pathlib import Path
 from . import styleclip_channels as channels
 
 EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
 
-# Ranges of the settings that the StyleCLIP Compute fs3 node shares, copied from its INPUT_TYPES
-# (nodes/styleclip.py). tests/test_styleclip_cli.py checks that both stay equal. Flag: (attribute, min, max).
-SETTING_RANGES = {
-    "--num-images": ("num_images", 1, 10_000),
-    "--num-samples": ("num_samples", 2, 10_000_000),
-    "--seed": ("seed", 0, 2 ** 32 - 1),
-    "--truncation-psi": ("truncation_psi", 0.0, 1.0),
-    "--max-resolution": ("max_resolution", 0, 4096),
-    "--batch-size": ("batch_size", 2, 4096),
-}
+# The settings' ranges, the same as the StyleCLIP Compute fs3 node's. Flag: (attribute, min, max).
+SETTING_RANGES = {f"--{name.replace('_', '-')}": (name, *bounds) for name, bounds in channels.SETTING_RANGES.items()}
 # StyleGAN2's first block is 4 px. StyleGAN3's first sampling rate is 2 * first_stopband rounded up to a power of
 # two, which is 16 px for the default first_stopband 2**2.1 (models/stylegan3.py).
 # NOTE: a StyleGAN3 config with first_stopband below 2 would have layers below 4 px, and this check rejects them.
 LOWEST_LAYER_RESOLUTION = 4
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-# compute_channel_data keeps its progress and finished results here, under host.cache_dir().
-CACHE_SUBFOLDER = "styleclip"
 INTERRUPTED_MESSAGE = "Interrupted. Run the same command again to resume from the saved progress."
 
 
@@ -209,60 +199,14 @@ class ProgressPrinter:
         print(line, flush=True)
 
 
-def _damaged_cache_files(message: str) -> list[Path]:
-    """Return the fs3 cache files that `message` names or that safetensors cannot open."""
-    from safetensors import SafetensorError, safe_open
-
-    from ..runtime import host
-
-    damaged = []
-    for path in sorted((host.cache_dir() / CACHE_SUBFOLDER).glob("fs3-*.safetensors")):
-        if str(path) in message:
-            damaged.append(path)
-            continue
-        try:
-            with safe_open(str(path), framework="pt") as file:
-                file.metadata()
-        except SafetensorError:
-            damaged.append(path)
-    return damaged
-
-
-def _report_cache_error(error: Exception) -> int:
-    """Report a cache file that compute_channel_data could not read, naming it when it can be found."""
-    from ..runtime import host
-
-    damaged = _damaged_cache_files(str(error))
-    if not damaged:
-        folder = host.cache_dir() / CACHE_SUBFOLDER
-        reason = str(error).rstrip(".")  # The library message may end with a period already.
-        return _fail(f"reading an fs3 cache file in {folder} failed: {reason}. Delete the fs3-*.safetensors files "
-                     f"there and run the command again. The computation then starts from the beginning.",
-                     EXIT_FAILED)
-    names = ", ".join(str(path) for path in damaged)
-    return _fail(f"the fs3 cache file {names} is damaged ({error}). Delete it and run the command again. The "
-                 f"computation then starts from the beginning.", EXIT_FAILED)
-
-
 def _compute_and_save(args, generator, clip) -> int:
-    from safetensors import SafetensorError
-
-    from ..runtime import host
-
     progress = ProgressPrinter()
     try:
         data = channels.compute_channel_data(
             generator, clip, num_images=args.num_images, num_samples=args.num_samples, seed=args.seed,
             truncation_psi=args.truncation_psi, max_resolution=args.max_resolution or None,
             batch_size=args.batch_size, mean_reset=args.mean_reset, progress=progress, where="styleclip-fs3")
-    except SafetensorError as error:
-        return _report_cache_error(error)
-    except channels.ChannelDataError as error:
-        # A damaged finished result in the cache raises ChannelDataError with its path.
-        if str(host.cache_dir() / CACHE_SUBFOLDER) in str(error):
-            return _report_cache_error(error)
-        return _fail(str(error))
-    except ValueError as error:
+    except ValueError as error:  # ChannelDataError included.
         return _fail(str(error))
 
     fs3_path, statistics_path = channels.save_official(data, args.output)

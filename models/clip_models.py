@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .messages import error_reason
+from .safe_pickle import TorchFileError, load_torch_data
 from .torchscript_archive import is_torchscript_archive, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
@@ -208,9 +209,8 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
                                 f"Download the weights again.") from None
     try:
         data = load_torch_data(path)
-    except Exception as exc:  # torch.load raises several types (UnpicklingError, KeyError, EOFError, ...).
-        # `from None` keeps torch's advice to load with weights_only=False out of the traceback.
-        raise CLIPLoadError(f"Could not read CLIP weights: {describe_torch_load_error(path, exc)}. Expected "
+    except TorchFileError as error:
+        raise CLIPLoadError(f"Could not read CLIP weights: {error}. Expected "
                             f"OpenAI's TorchScript .pt, a state dict saved with torch.save, an open_clip checkpoint "
                             f"or .safetensors; download the weights again.") from None
     file_format = "state-dict"
@@ -294,8 +294,8 @@ def _build_model(model_cfg: dict[str, Any], description: str) -> torch.nn.Module
     try:
         return model_class(**config)
     except (TypeError, ValueError, KeyError) as exc:
-        reason = str(exc).rstrip(".")  # The library message may end with a period already.
-        raise CLIPLoadError(f"Could not build {description} from its config: {type(exc).__name__}: {reason}.") from exc
+        raise CLIPLoadError(f"Could not build {description} from its config: {type(exc).__name__}: "
+                            f"{error_reason(exc)}.") from exc
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:

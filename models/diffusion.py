@@ -34,6 +34,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..runtime import host
+from .messages import error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,8 @@ def create_scheduler(name: str, base: SchedulerMixin) -> SchedulerMixin:
         return scheduler_class.from_config(base.config, **SCHEDULER_OVERRIDES.get(name, {}))
     except ImportError as error:
         # diffusers replaces schedulers whose optional dependency is missing by placeholders that raise here.
-        reason = str(error).rstrip(".")  # The library message may end with a period already.
-        raise ImportError(f"Scheduler {name!r} is unavailable: {reason}. Install the missing package (for "
-                          f"'lms': pip install scipy) or choose another scheduler.") from error
+        raise ImportError(f"Scheduler {name!r} is unavailable: {error_reason(error)}. Install the missing package "
+                          f"(for 'lms': pip install scipy) or choose another scheduler.") from error
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -165,8 +165,7 @@ def check_pipeline_folder(path: str | Path) -> Path:
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = str(error).rstrip(".")  # The library message may end with a period already.
-        raise ValueError(f"Invalid model_index.json in {folder}: {reason}.") from error
+        raise ValueError(f"Invalid model_index.json in {folder}: {error_reason(error)}.") from error
 
     class_name = index.get("_class_name") if isinstance(index, dict) else None
     if class_name not in SUPPORTED_PIPELINE_CLASSES:
@@ -248,9 +247,8 @@ def _load_uncached(folder: Path, device: torch.device, dtype: torch.dtype) -> Di
             requires_safety_checker=False,
         )
     except OSError as error:
-        reason = str(error).rstrip(".")  # The library message may end with a period already.
-        raise OSError(f"Failed to load the Stable Diffusion pipeline in {folder}: {reason}. Check that every "
-                      f"component folder has its config and weights, or save the pipeline again.") from error
+        raise OSError(f"Failed to load the Stable Diffusion pipeline in {folder}: {error_reason(error)}. Check that "
+                      f"every component folder has its config and weights, or save the pipeline again.") from error
     # Cast after loading because diffusers 0.42 deprecates from_pretrained's torch_dtype keyword in favour of
     # dtype, while older releases read torch_dtype only. `to` takes device and dtype in all of them; the weights
     # load as fp32, so fp32 needs only the move (casting would log a warning per component).

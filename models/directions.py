@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from .latents import LatentMismatchError, StyleGANLatent
-from .safe_pickle import describe_numpy_load_error, describe_torch_load_error, load_torch_data
+from .safe_pickle import NumpyFileError, TorchFileError, load_numpy_file, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -175,30 +174,29 @@ def _vectors_from_array(array: np.ndarray | torch.Tensor, path: Path) -> torch.T
     return tensor
 
 
-def _read_npy(path: Path) -> dict:
+def _read_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{describe_numpy_load_error(path, exc)}.") from None
+        return load_numpy_file(path)
+    except NumpyFileError as error:
+        raise ValueError(f"{path} is not a valid direction file: {error.reason}.") from None
+
+
+def _read_npy(path: Path) -> dict:
+    array = _read_numpy(path)
     vectors = _vectors_from_array(array, path)
     source = "interfacegan" if array.ndim == 2 and array.shape[0] == 1 else "array"
     return {"vectors": vectors, "source": source}
 
 
 def _read_npz(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = sorted(data.files)
-            if "lat_comp" not in keys:
-                raise DirectionShapeError(f"{path} is not a GANSpace component file: it has the arrays {keys}, but "
-                                          f"GANSpace files have lat_comp, lat_mean and lat_stdev.")
-            components = torch.from_numpy(data["lat_comp"]).float()
-            stdevs = torch.from_numpy(data["lat_stdev"]).float().flatten() if "lat_stdev" in keys else None
-            values = torch.from_numpy(data["var_ratio"]).float().flatten() if "var_ratio" in keys else None
-    except DirectionShapeError:
-        raise
-    except (ValueError, OSError, EOFError, TypeError) as exc:
-        raise ValueError(f"{describe_numpy_load_error(path, exc)}.") from None
+    data = _read_numpy(path)
+    keys = sorted(data)
+    if "lat_comp" not in keys:
+        raise ValueError(f"{path} is not a GANSpace component file: it has the arrays {keys}, but GANSpace files "
+                         f"have lat_comp, lat_mean and lat_stdev.")
+    components = torch.from_numpy(data["lat_comp"]).float()
+    stdevs = torch.from_numpy(data["lat_stdev"]).float().flatten() if "lat_stdev" in keys else None
+    values = torch.from_numpy(data["var_ratio"]).float().flatten() if "var_ratio" in keys else None
     if components.ndim == 3 and components.shape[1] == 1:
         components = components[:, 0]  # [K, 1, w_dim] -> [K, w_dim]: GANSpace stores W components with a layer axis
     vectors = _vectors_from_array(components, path)
@@ -210,9 +208,9 @@ def _read_npz(path: Path) -> dict:
 def _read_torch(path: Path) -> dict:
     try:
         data = load_torch_data(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{describe_torch_load_error(path, exc)}. Direction .pt files must hold only tensors and "
-                         f"plain values, as closed_form_factorization.py writes.") from None
+    except TorchFileError as error:
+        raise ValueError(f"{error}. Direction .pt files must hold only tensors and plain values, as "
+                         f"closed_form_factorization.py writes.") from None
     if isinstance(data, torch.Tensor):
         return {"vectors": _vectors_from_array(data, path), "source": "array"}
     if isinstance(data, dict) and isinstance(data.get("eigvec"), torch.Tensor):

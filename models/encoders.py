@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from .encoder_networks import (
     build_encoder_network,
 )
 from .latents import StyleGANLatent
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import TorchFileError, load_torch_data
 from .stylegan2 import Generator
 
 logger = logging.getLogger(__name__)
@@ -207,9 +205,9 @@ def _read_file(path: Path) -> dict:
     # Some files store their options as an argparse.Namespace: allow just that class.
     try:
         data = load_torch_data(path, allowed_globals=(argparse.Namespace,))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise EncoderCheckpointError(f"{describe_torch_load_error(path, error)}. Expected a pSp or e4e checkpoint "
-                                     f"(.pt with state_dict, latent_avg and opts).") from None
+    except TorchFileError as error:
+        raise EncoderCheckpointError(f"{error}. Expected a pSp or e4e checkpoint (.pt with state_dict, latent_avg "
+                                     f"and opts).") from None
     if not isinstance(data, dict):
         raise EncoderCheckpointError(f"{path} contains a {type(data).__name__}, not the dict of a pSp / e4e "
                                      f"checkpoint.")

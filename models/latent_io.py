@@ -22,7 +22,6 @@ import binascii
 import json
 import logging
 import os
-import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from .latents import SPACES, LatentMismatchError, StyleGANLatent
-from .safe_pickle import describe_numpy_load_error, describe_torch_load_error, load_torch_data
+from .safe_pickle import NumpyFileError, TorchFileError, load_numpy_file, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -257,9 +256,8 @@ def _read_latent_file(path: Path, generator, where: str) -> StyleGANLatent:
     if suffix in (".pt", ".pth"):
         try:
             data = load_torch_data(path)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise LatentFileError(f"{describe_torch_load_error(path, exc)}. Latent .pt files must hold only tensors "
-                                  f"and plain values.") from None
+        except TorchFileError as error:
+            raise LatentFileError(f"{error}. Latent .pt files must hold only tensors and plain values.") from None
         if isinstance(data, torch.Tensor):
             return latent_from_array(data, generator, source, where)
         if isinstance(data, dict) and isinstance(data.get("w"), torch.Tensor):
@@ -268,19 +266,15 @@ def _read_latent_file(path: Path, generator, where: str) -> StyleGANLatent:
         raise LatentFileError(f"{path} is not a latent file: expected a tensor or a dict with 'w', got {keys}.")
     if suffix in (".npy", ".npz"):
         try:
-            if suffix == ".npy":
-                array = np.load(path, allow_pickle=False)
-            else:
-                with np.load(path, allow_pickle=False) as data:
-                    if "w" not in data.files:
-                        raise LatentFileError(f"{path} has the arrays {sorted(data.files)} but no 'w'; latent .npz "
-                                              f"files hold the latent in 'w', as the official projector writes it.")
-                    array = data["w"]
-        except (ValueError, OSError, EOFError) as exc:
-            if isinstance(exc, LatentFileError):
-                raise
-            raise LatentFileError(f"{describe_numpy_load_error(path, exc)}.") from None
-        return latent_from_array(array, generator, source, where)
+            data = load_numpy_file(path)
+        except NumpyFileError as error:
+            raise LatentFileError(f"{path} is not a valid latent file: {error.reason}.") from None
+        if isinstance(data, dict):
+            if "w" not in data:
+                raise LatentFileError(f"{path} has the arrays {sorted(data)} but no 'w'; latent .npz files hold the "
+                                      f"latent in 'w', as the official projector writes it.")
+            data = data["w"]
+        return latent_from_array(data, generator, source, where)
     raise LatentFileError(f"{path}: unknown latent file type {path.suffix!r}; expected one of "
                           f"{', '.join(LATENT_SUFFIXES)}.")
 

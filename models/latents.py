@@ -13,6 +13,12 @@ class LatentMismatchError(ValueError):
     """Raised when a latent is used with a generator whose W space it does not belong to."""
 
 
+def describe_generator(generator) -> str:
+    """Name a generator for messages: the start of its W-space fingerprint, and its file when known."""
+    path = getattr(generator, "source", {}).get("path")
+    return f"{generator.fingerprint[:12]} ({path})" if path else generator.fingerprint[:12]
+
+
 @dataclass(frozen=True)
 class StyleGANLatent:
     """A batch of latents in W ([B, w_dim]) or W+ ([B, num_ws, w_dim]) of one generator.
@@ -51,14 +57,12 @@ class StyleGANLatent:
         prefix = f"{where}: " if where else ""
         if generator.fingerprint != self.fingerprint:
             made_by = self.meta.get("generator_path")
-            connected = getattr(generator, "source", {}).get("path")
             made_by_text = f" ({made_by})" if made_by else ""
-            connected_text = f" ({connected})" if connected else ""
             raise LatentMismatchError(
                 f"{prefix}the latent was made by generator {self.fingerprint[:12]}{made_by_text}, "
-                f"{self.num_ws} layers x {self.w_dim}, but the connected generator is {generator.fingerprint[:12]}"
-                f"{connected_text}, {generator.num_ws} layers x {generator.w_dim}. Connect the generator that "
-                f"produced the latent, or sample a new latent from this one.")
+                f"{self.num_ws} layers x {self.w_dim}, but the connected generator is "
+                f"{describe_generator(generator)}, {generator.num_ws} layers x {generator.w_dim}. Connect the "
+                f"generator that produced the latent, or sample a new latent from this one.")
         if generator.num_ws != self.num_ws or generator.w_dim != self.w_dim:
             raise LatentMismatchError(
                 f"{prefix}the latent has {self.num_ws} layers x {self.w_dim} but the generator expects "

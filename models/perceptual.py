@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import host
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import TorchFileError, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         data = load_torch_data(path)
-    except Exception as error:  # torch raises several types for files that are not plain tensor dicts
+    except TorchFileError as error:
         raise PerceptualWeightsError(
-            f"{describe_torch_load_error(path, error)}. Expected torchvision's VGG16 state dict "
+            f"{error}. Expected torchvision's VGG16 state dict "
             f"({VGG16_FILE_NAMES[0]}) or the LPIPS weights ({LPIPS_LINEAR_FILE_NAMES[0]})."
         ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):

@@ -29,6 +29,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .messages import error_reason
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,7 +38,15 @@ class UnsafePickleError(pickle.UnpicklingError):
     """Raised when a pickle references a global outside the allowlist."""
 
 
-class TorchScriptArchiveError(pickle.UnpicklingError):
+class TorchFileError(pickle.UnpicklingError):
+    """Raised by load_torch_data when a file is not a readable torch.save checkpoint of tensors.
+
+    The message (describe_torch_load_error) names the file and the cause, without torch's advice to load it
+    unsafely.
+    """
+
+
+class TorchScriptArchiveError(TorchFileError):
     """Raised by load_torch_data for a TorchScript archive, whose embedded code StyleBridge never runs."""
 
 
@@ -304,6 +314,9 @@ __all__ = ["PersistentRecord", "PersistentWriterRecord", "RestrictedUnpickler", 
 def load_torch_data(path: str | Path, allowed_globals: tuple = ()) -> Any:
     """Read a torch.save file with `torch.load(weights_only=True)`, so only tensors and containers are built.
 
+    Raises:
+        TorchFileError: for any file that does not load that way, with describe_torch_load_error's message.
+
     Args:
         path: the file.
         allowed_globals: classes to allow besides torch's defaults, e.g. argparse.Namespace for training
@@ -320,7 +333,10 @@ def load_torch_data(path: str | Path, allowed_globals: tuple = ()) -> Any:
     with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed_globals)):
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, RuntimeError, OSError, KeyError, EOFError, ...
+            raise TorchFileError(describe_torch_load_error(path, error)) from None
 
 
 def describe_torch_load_error(path: str | Path, error: BaseException) -> str:
@@ -330,8 +346,6 @@ def describe_torch_load_error(path: str | Path, error: BaseException) -> str:
     suggests `weights_only=False`. Only the rejected global or pickle opcode is kept from that text.
     """
     text = str(error)
-    if isinstance(error, TorchScriptArchiveError):
-        return text
     if "weights_only" in text:
         if match := re.search(r"GLOBAL ([\w.]+)", text):
             return (f"{path} contains a reference to {match.group(1)}, which is code, not tensors; StyleBridge never "
@@ -347,14 +361,48 @@ def describe_torch_load_error(path: str | Path, error: BaseException) -> str:
             f"torch.save file")
 
 
-def describe_numpy_load_error(path: str | Path, error: BaseException) -> str:
-    """Explain why `numpy.load(path, allow_pickle=False)` (or reading one of its arrays) raised `error`.
+class NumpyFileError(ValueError):
+    """Raised by load_numpy_file; `reason` is the cause without the path, for callers that word their own message."""
 
-    numpy suggests allow_pickle=True for object arrays; that advice is replaced, because pickled arrays can hold
-    code and StyleBridge never loads them.
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+NPY_SIGNATURE = b"\x93NUMPY"
+NPZ_SIGNATURE = b"PK"
+
+
+def load_numpy_file(path: str | Path) -> np.ndarray | dict[str, np.ndarray]:
+    """Read a .npy array, or every array of a .npz archive as a dict, without pickle.
+
+    numpy suggests allow_pickle=True for object arrays; that advice is never followed or repeated, because
+    pickled arrays can hold code.
+
+    Raises:
+        NumpyFileError: for an empty file, a file of the other kind or no NumPy file, object arrays, and
+            truncated or damaged files.
     """
-    text = str(error)
-    if "allow_pickle" in text or "Object arrays" in text:
-        return (f"{path} contains an object array, which only pickle can load; StyleBridge never unpickles .npy or "
-                f".npz data, and nothing from the file was run. Save the array with a numeric dtype, e.g. float32")
-    return f"{path} is not a readable NumPy file ({type(error).__name__}: {text.rstrip('.')})"
+    path = Path(path)
+    archive = path.suffix.lower() == ".npz"
+    with open(path, "rb") as file:
+        signature = file.read(len(NPY_SIGNATURE))
+    if not signature:
+        raise NumpyFileError(path, "the file is empty")
+    if archive and not signature.startswith(NPZ_SIGNATURE):
+        raise NumpyFileError(path, f"it is not a NumPy .npz archive (it starts with {signature!r})")
+    if not archive and signature != NPY_SIGNATURE:
+        if signature.startswith(NPZ_SIGNATURE):
+            raise NumpyFileError(path, "it is a zip archive (an .npz file?), not a single .npy array")
+        raise NumpyFileError(path, f"it is not a NumPy .npy file (it starts with {signature!r}, not "
+                                   f"{NPY_SIGNATURE!r})")
+    try:
+        if not archive:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, KeyError) as error:
+        if "allow_pickle" in str(error):
+            raise NumpyFileError(path, "it contains an object array, which only pickle can load; StyleBridge never "
+                                       "unpickles NumPy data, and nothing from the file was run") from None
+        raise NumpyFileError(path, f"it is truncated or damaged ({error_reason(error)})") from None

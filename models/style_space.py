@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..runtime import host
-from .latents import LatentMismatchError, StyleGANLatent
+from .latents import LatentMismatchError, StyleGANLatent, describe_generator
 from .sampling import to_image_layout
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,9 @@ class StyleGANStyles:
         prefix = f"{where}: " if where else ""
         require_style_space(generator, where)
         if generator.fingerprint != self.fingerprint:
-            connected = getattr(generator, "source", {}).get("path")
-            connected_path = f" ({connected})" if connected else ""
             raise LatentMismatchError(f"{prefix}the styles were computed with generator {self.fingerprint[:12]} but "
-                                      f"the connected generator is {generator.fingerprint[:12]}{connected_path}. "
-                                      f"Connect the generator the styles came from.")
+                                      f"the connected generator is {describe_generator(generator)}. Connect the "
+                                      f"generator the styles came from.")
         names = tuple(generator.synthesis.style_layer_names())
         expected = [layer.channels for layer in generator.synthesis.style_layout()]
         if names != self.layer_names or expected != self.channels:

@@ -30,7 +30,7 @@ import torch
 
 from ..runtime import host
 from .clip_models import CLIPModel
-from .latents import LatentMismatchError, StyleGANLatent
+from .latents import LatentMismatchError, StyleGANLatent, describe_generator
 from .style_space import StyleGANStyles, require_style_space
 from .styleclip_channels import StyleCLIPChannelData, style_layers
 from .styleclip_mappers import MAPPER_SCALE, StyleCLIPMapper
@@ -130,12 +130,10 @@ class StyleCLIPDirection:
         if self.fingerprint != generator.fingerprint:
             found_with = ", ".join(f"{key} {self.meta[key]!r}" for key in ("method", "target") if key in self.meta)
             description = f" ({found_with})" if found_with else ""
-            connected = getattr(generator, "source", {}).get("path")
-            connected_path = f" ({connected})" if connected else ""
             raise LatentMismatchError(
                 f"{prefix}the StyleCLIP direction{description} was found for generator {self.fingerprint[:12]} but "
-                f"the connected generator is {generator.fingerprint[:12]}{connected_path}. Connect the generator "
-                f"the direction came from.")
+                f"the connected generator is {describe_generator(generator)}. Connect the generator the direction "
+                f"came from.")
         if self.count not in (1, latent.batch_size):
             raise ValueError(f"{prefix}the direction contains {self.count} edits, one per latent it was found for, but "
                              f"the latent batch has {latent.batch_size}. Use a batch of {self.count} latents, or a "
@@ -259,7 +257,7 @@ def global_direction(generator, clip: CLIPModel, data: StyleCLIPChannelData, neu
         deltas[layer.index] = (alpha * scaled[row:row + layer.channels] * data.style_std[layer.index]).unsqueeze(0)
         row += layer.channels
     meta = {"method": "global directions", "neutral": neutral, "target": target, "alpha": alpha, "beta": beta,
-            "channels": int(kept.sum()), "max_relevance": round(float(relevance.abs().max()), 6)}
+            "channels": int(kept.sum()), "max_relevance": round(largest, 6)}
     logger.info("StyleCLIP global direction %r -> %r: %d channels with |relevance| >= %.3f.", neutral, target,
                 int(kept.sum()), beta)
     return StyleCLIPDirection("S", generator.fingerprint, generator.num_ws, generator.w_dim,

@@ -39,7 +39,8 @@ import torch
 
 from ..runtime import host
 from .clip_models import CLIPModel
-from .safe_pickle import RestrictedUnpickler, UnsafePickleError
+from .latents import describe_generator
+from .safe_pickle import NumpyFileError, RestrictedUnpickler, UnsafePickleError, load_numpy_file
 from .style_space import require_style_space
 from .stylegan2 import StyleLayer
 
@@ -58,13 +59,21 @@ DEFAULT_SEED = 5
 DEFAULT_TRUNCATION_PSI = 0.7
 DEFAULT_DELTA_STD = 5.0
 DEFAULT_MAX_RESOLUTION = 128
+# Allowed (min, max) of the settings, shared by the StyleCLIP Compute fs3 node and `stylebridge styleclip-fs3`.
+SETTING_RANGES = {
+    "num_images": (1, 10_000),
+    "num_samples": (2, 10_000_000),
+    "seed": (0, 2 ** 32 - 1),
+    "truncation_psi": (0.0, 1.0),
+    "max_resolution": (0, 4096),
+    "batch_size": (2, 4096),
+}
 
 
 # Row norms of a valid fs3 lie within this distance of 1. StyleCLIP's SingleChannel.py normalises the rows in the
 # dtype of its CLIP features, which is float16 when CLIP runs on a GPU, so the tolerance covers float16 rounding.
 FS3_NORM_TOLERANCE = 1e-2
 _FS3_FIX = "recompute it with `stylebridge styleclip-fs3` or the StyleCLIP Compute fs3 node, or replace it"
-_NPY_SIGNATURE = b"\x93NUMPY"
 
 
 class ChannelDataError(ValueError):
@@ -136,12 +145,10 @@ class StyleCLIPChannelData:
         prefix = f"{where}: " if where else ""
         source = self.meta.get("source", "the fs3 data")
         if self.fingerprint is not None and self.fingerprint != generator.fingerprint:
-            connected = getattr(generator, "source", {}).get("path")
-            connected_path = f" ({connected})" if connected else ""
             raise ChannelDataError(f"{prefix}{source} was computed for generator {self.fingerprint[:12]} but the "
-                                   f"connected generator is {generator.fingerprint[:12]}{connected_path}. Connect "
-                                   f"that generator or compute fs3 for this one (the StyleCLIP Compute fs3 node or "
-                                   f"`stylebridge styleclip-fs3`).")
+                                   f"connected generator is {describe_generator(generator)}. Connect that generator "
+                                   f"or compute fs3 for this one (the StyleCLIP Compute fs3 node or `stylebridge "
+                                   f"styleclip-fs3`).")
         allowed = allowed_row_counts(generator)
         if self.rows not in allowed:
             raise ChannelDataError(
@@ -233,8 +240,8 @@ def read_statistics(path: str | os.PathLike) -> tuple[list[np.ndarray], list[np.
         raise _invalid(path, kind, f"expected a pickled [means, stds] pair of lists with one array per style "
                                    f"layer, found {_describe_value(data)}")
     means, stds = [], []
-    for part, arrays in (("means", means), ("stds", stds)):
-        for index, value in enumerate(data[0] if part == "means" else data[1]):
+    for part, values, arrays in (("means", data[0], means), ("stds", data[1], stds)):
+        for index, value in enumerate(values):
             try:
                 arrays.append(np.asarray(value, dtype=np.float32).reshape(-1))
             except (TypeError, ValueError):
@@ -286,24 +293,10 @@ def _check_fs3_rows(fs3: np.ndarray, path: Path, kind: str) -> None:
 def _read_fs3_npy(path: Path) -> np.ndarray:
     """Read StyleCLIP's fs3.npy without pickle, and check its shape and values."""
     kind = FS3_FILE_NAME
-    with open(path, "rb") as file:
-        signature = file.read(len(_NPY_SIGNATURE))
-        if signature != _NPY_SIGNATURE:
-            if not signature:
-                reason = "the file is empty"
-            elif signature.startswith(b"PK"):
-                reason = "it is a zip archive (an .npz file?), not a single .npy array"
-            else:
-                reason = f"it is not a NumPy .npy file (it starts with {signature!r}, not {_NPY_SIGNATURE!r})"
-            raise _invalid(path, kind, reason)
-        file.seek(0)
-        try:
-            fs3 = np.load(file, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
-            # numpy's own message for object arrays suggests allow_pickle=True, which StyleBridge never uses.
-            reason = "it contains an object array, which only pickle can load, but fs3 is an array of floats" \
-                if "allow_pickle" in str(exc) else f"it is truncated or damaged ({exc})"
-            raise _invalid(path, kind, reason) from None
+    try:
+        fs3 = load_numpy_file(path)
+    except NumpyFileError as error:
+        raise _invalid(path, kind, error.reason) from None
     if not np.issubdtype(fs3.dtype, np.floating):
         raise _invalid(path, kind, f"it contains {fs3.dtype} values, but fs3 is an array of floats")
     _check_fs3_rows(fs3, path, kind)
@@ -337,9 +330,10 @@ def save_numbered_folder(data: StyleCLIPChannelData, folder: Path, filename_pref
     with this prefix already contains these very files (a rerun of the same computation, answered from the
     cache), that folder is returned and nothing is written.
     """
-    from ..runtime.core_nodes import split_filename_prefix
+    from ..runtime.core_nodes import expand_prefix_variables, split_filename_prefix
 
-    subfolder, name = split_filename_prefix(filename_prefix, folder)
+    # As SaveImage does: %year%, %month%, ... (no image, so %width% and %height% are 0).
+    subfolder, name = split_filename_prefix(expand_prefix_variables(filename_prefix, 0, 0), folder)
     parent = folder / subfolder if subfolder else folder
     parent.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(re.escape(name) + r"_(\d+)_$", re.IGNORECASE)
@@ -370,10 +364,11 @@ def _holds_channel_data(folder: Path, data: StyleCLIPChannelData) -> bool:
         saved = _read_safetensors(folder / "fs3.safetensors")
     except ChannelDataError:
         return False
+    if len(saved.style_std) != len(data.style_std):
+        return False
     return (saved.fingerprint == data.fingerprint and saved.clip_name == data.clip_name
             and saved.fs3.shape == data.fs3.shape and torch.equal(saved.fs3, data.fs3)
-            and all(torch.equal(a, b) for a, b in zip(saved.style_std, data.style_std, strict=False))
-            and len(saved.style_std) == len(data.style_std))
+            and all(torch.equal(a, b) for a, b in zip(saved.style_std, data.style_std, strict=True)))
 
 
 def save_channel_data(data: StyleCLIPChannelData, path: str | os.PathLike) -> Path:
@@ -801,11 +796,16 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
     cache = host.cache_dir() / "styleclip"
     final_path = cache / f"fs3-{key}.safetensors"
     if final_path.is_file():
-        logger.info("Using the cached fs3 %s.", final_path)
-        data = _read_safetensors(final_path)
-        if progress is not None:
-            progress(total, total)
-        return data
+        try:
+            data = _read_safetensors(final_path)
+        except ChannelDataError as error:
+            logger.warning("The cached fs3 %s is damaged (%s); computing it again.", final_path, error)
+            final_path.unlink(missing_ok=True)
+        else:
+            logger.info("Using the cached fs3 %s.", final_path)
+            if progress is not None:
+                progress(total, total)
+            return data
 
     # 3. Style statistics and the base styles of the measured images.
     statistics = style_statistics(generator, num_samples, seed, truncation_psi, num_first=num_images,

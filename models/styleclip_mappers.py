@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .safe_pickle import describe_torch_load_error, load_torch_data
+from .safe_pickle import TorchFileError, load_torch_data
 
 logger = logging.getLogger(__name__)
 
@@ -262,12 +262,9 @@ def _decoder_mapping(decoder_state: dict[str, torch.Tensor], source: str) -> dic
     try:
         _, official = _rosinality_to_official(decoder_state, f"{source} (decoder.*)")
     except CheckpointError as error:
-        # _rosinality_to_official turns the KeyError of the first missing tensor into a CheckpointError.
-        missing = error.__context__.args[0] if isinstance(error.__context__, KeyError) else None
+        missing = getattr(error, "missing_key", None)
         raise malformed(f"tensor decoder.{missing} is missing" if missing else str(error)) from None
-    except KeyError as error:  # Raised before the conversion's own KeyError handling, for style.* biases.
-        raise malformed(f"tensor decoder.{error.args[0]} is missing") from None
-    except (IndexError, RuntimeError, ValueError) as error:
+    except ValueError as error:
         raise malformed(f"its tensor shapes do not fit a StyleGAN2 generator ({type(error).__name__}: "
                         f"{error})") from None
     return _split(official, "mapping.")
@@ -287,9 +284,8 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     source = str(path)
     try:
         data = load_torch_data(path)
-    except Exception as exc:  # torch.load raises several types (UnpicklingError, KeyError, EOFError, ...).
-        # `from None` keeps torch's advice to load with weights_only=False out of the traceback.
-        raise MapperCheckpointError(f"{describe_torch_load_error(path, exc)}. Expected a StyleCLIP mapper "
+    except TorchFileError as error:
+        raise MapperCheckpointError(f"{error}. Expected a StyleCLIP mapper "
                                     f"checkpoint (.pt). {_MAPPER_FIX}") from None
     state, opts = _checkpoint_parts(data, source)
     mapper_state = _split(state, "mapper.")

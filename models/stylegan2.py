@@ -621,6 +621,12 @@ class SynthesisNetwork(torch.nn.Module):
 
     def style_layout(self) -> list[StyleLayer]:
         """Describe every layer of S ("b4.conv1", "b4.torgb", "b8.conv0", ...) in S order."""
+        # The layout depends only on the architecture, so it is built once (outside nn.Module's attributes).
+        if "_style_layout" not in self.__dict__:
+            self.__dict__["_style_layout"] = self._build_style_layout()
+        return list(self.__dict__["_style_layout"])
+
+    def _build_style_layout(self) -> list[StyleLayer]:
         layout = []
         w_index = 0
         for stage, res in enumerate(self.block_resolutions):

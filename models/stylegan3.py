@@ -751,6 +751,12 @@ class SynthesisNetwork(torch.nn.Module):
 
     def style_layout(self) -> list[StyleLayer]:
         """Describe every layer of S ("input", "L0_36_512", ..., the ToRGB layer last) in S order."""
+        # The layout depends only on the architecture, so it is built once (outside nn.Module's attributes).
+        if "_style_layout" not in self.__dict__:
+            self.__dict__["_style_layout"] = self._build_style_layout()
+        return list(self.__dict__["_style_layout"])
+
+    def _build_style_layout(self) -> list[StyleLayer]:
         layout = [StyleLayer(0, "input", 0, int(self.input.sampling_rate), 4, "input", 0)]
         for index, name in enumerate(self.layer_names):
             layer = getattr(self, name)

@@ -7,7 +7,7 @@ or models.styleclip, where the computation and its checks live.
 from __future__ import annotations
 
 from ..models.styleclip import METHODS, OPTIMIZATION_SPACES, SWEEP_MODES
-from ..models.styleclip_channels import MEAN_RESET_MODES
+from ..models.styleclip_channels import MEAN_RESET_MODES, SETTING_RANGES
 from ..runtime import host
 from .sockets import (
     CATEGORY,
@@ -98,6 +98,12 @@ class LoadStyleCLIPFS3:
         return (load_channel_data(path, generator, where="LoadStyleCLIPFS3"),)
 
 
+def _fs3_range(name: str) -> dict:
+    """The min and max of an fs3 setting, from models.styleclip_channels.SETTING_RANGES (the CLI uses them too)."""
+    low, high = SETTING_RANGES[name]
+    return {"min": low, "max": high}
+
+
 class StyleCLIPComputeFS3:
     """Compute fs3 and the style statistics for any StyleGAN2 or StyleGAN3 generator, with StyleCLIP's procedure."""
 
@@ -107,18 +113,18 @@ class StyleCLIPComputeFS3:
             "generator": (STYLEGAN, {"tooltip": "StyleGAN2 or StyleGAN3 generator to measure."}),
             "clip": (OPEN_CLIP, {"tooltip": "CLIP model whose image space the directions live in; edit with the "
                                             "same model."}),
-            "num_images": ("INT", {"default": 100, "min": 1, "max": 10_000,
+            "num_images": ("INT", {"default": 100, **_fs3_range("num_images"),
                                    "tooltip": "Images per channel (StyleCLIP: 100). Time grows linearly."}),
-            "num_samples": ("INT", {"default": 100_000, "min": 2, "max": 10_000_000,
+            "num_samples": ("INT", {"default": 100_000, **_fs3_range("num_samples"),
                                     "tooltip": "Latents for the per-channel mean and std (StyleCLIP: 100,000)."}),
-            "seed": ("INT", {"default": 5, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": False,
+            "seed": ("INT", {"default": 5, **_fs3_range("seed"), "control_after_generate": False,
                              "tooltip": "Seed of numpy's RandomState for z (StyleCLIP: 5)."}),
-            "truncation_psi": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05,
+            "truncation_psi": ("FLOAT", {"default": 0.7, **_fs3_range("truncation_psi"), "step": 0.05,
                                          "tooltip": "Truncation of the sampled latents (StyleCLIP: 0.7)."}),
-            "max_resolution": ("INT", {"default": 128, "min": 0, "max": 4096,
+            "max_resolution": ("INT", {"default": 128, **_fs3_range("max_resolution"),
                                        "tooltip": "Measure convolution layers of blocks up to this resolution in "
                                                   "pixels (StyleCLIP: 128); 0 measures all layers."}),
-            "batch_size": ("INT", {"default": 64, "min": 2, "max": 4096,
+            "batch_size": ("INT", {"default": 64, **_fs3_range("batch_size"),
                                    "tooltip": "Images rendered per synthesis call; raise it on a large GPU."}),
             "mean_reset": (list(MEAN_RESET_MODES), {
                 "default": "channel",

@@ -128,7 +128,7 @@ class _DropNodeFailureLog(logging.Filter):
     """Drop the executor's log line for a failed node; run_command prints that failure itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.ERROR and str(record.msg).startswith("Node %s (%s) failed"))
+        return not getattr(record, "node_failure", False)
 
 
 def run_command(args: argparse.Namespace) -> int:

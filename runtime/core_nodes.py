@@ -194,7 +194,7 @@ class LoadImage:
 # Saving.
 
 
-def _expand_prefix_variables(prefix: str, width: int, height: int) -> str:
+def expand_prefix_variables(prefix: str, width: int, height: int) -> str:
     """Replace %width%, %height%, %year%, %month%, %day%, %hour%, %minute% and %second% (ComfyUI's set)."""
     if "%" not in prefix:
         return prefix
@@ -304,7 +304,7 @@ def _check_image_batch(images: Any) -> torch.Tensor:
 
 def _output_target(images: torch.Tensor, filename_prefix: str, folder: Path) -> tuple[Path, str, str, int]:
     """Resolve a filename_prefix for a batch: (folder to write in, subfolder, name, first free counter)."""
-    prefix = _expand_prefix_variables(filename_prefix, images.shape[2], images.shape[1])
+    prefix = expand_prefix_variables(filename_prefix, images.shape[2], images.shape[1])
     subfolder, name = split_filename_prefix(prefix, folder)
     target = folder / subfolder if subfolder else folder
     target.mkdir(parents=True, exist_ok=True)
@@ -374,7 +374,7 @@ class SaveImage:
         if filename_prefix is None:  # linked from another node: checked when the node runs
             return True
         try:
-            split_filename_prefix(_expand_prefix_variables(filename_prefix, 0, 0), host.output_dir())
+            split_filename_prefix(expand_prefix_variables(filename_prefix, 0, 0), host.output_dir())
         except ValueError as exc:
             return str(exc)
         return True

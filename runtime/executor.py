@@ -411,7 +411,8 @@ class Executor:
 
     def _fail(self, plan: _Plan, exc: BaseException, prompt: Mapping[str, Any], result: ExecutionResult,
               emitter: _Emitter, inputs: Mapping[str, Any]) -> None:
-        logger.error("Node %s (%s) failed: %s: %s", plan.node_id, plan.class_type, type(exc).__name__, exc)
+        logger.error("Node %s (%s) failed: %s: %s", plan.node_id, plan.class_type, type(exc).__name__, exc,
+                     extra={"node_failure": True})
         logger.debug("Traceback of node %s:", plan.node_id, exc_info=exc)
         result.status = "error"
         result.error = {

@@ -66,6 +66,18 @@ def test_rosinality_legacy_torch_file(tmp_path, tiny_generator):
     assert torch.equal(_render(read_generator(path)), _render(tiny_generator))
 
 
+@pytest.mark.parametrize("key", ["style.1.bias", "convs.0.conv.weight", "noises.noise_0"])
+def test_rosinality_missing_tensor_named(tmp_path, tiny_generator, key):
+    from stylebridge.models.checkpoint_writers import rosinality_state_dict
+
+    state = rosinality_state_dict(tiny_generator)
+    del state[key]
+    path = tmp_path / "incomplete.pt"
+    torch.save({"g_ema": state, "latent_avg": tiny_generator.mapping.w_avg}, path)
+    with pytest.raises(CheckpointError, match=f"rosinality generator is missing tensor '{key}'"):
+        read_generator(path)
+
+
 def test_rosinality_training_checkpoint_with_namespace(tmp_path, tiny_generator):
     path = write_rosinality(tiny_generator, tmp_path / "train.pt", training_checkpoint=True)
     loaded = read_generator(path)

@@ -102,7 +102,15 @@ def test_rosinality_factor_file_loads_columns_as_directions(tmp_path):
 def test_npz_object_array_rejected(tmp_path):
     path = tmp_path / "components.npz"
     np.savez(path, lat_comp=np.array([object()], dtype=object))
-    with pytest.raises(ValueError, match=f"{path} contains an object array, which only pickle can load"):
+    with pytest.raises(ValueError, match=f"{path} is not a valid direction file: it contains an object array, "
+                                         f"which only pickle can load"):
+        load_direction(path)
+
+
+def test_text_file_named_npy_rejected(tmp_path):
+    path = tmp_path / "text.npy"
+    path.write_text("hello world")
+    with pytest.raises(ValueError, match=f"{path} is not a valid direction file: it is not a NumPy .npy file"):
         load_direction(path)
 
 

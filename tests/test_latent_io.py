@@ -129,12 +129,24 @@ def test_npy_with_nan_rejected(tmp_path, tiny_generator):
         load_latent(path, tiny_generator)
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_truncated_pt_rejected_with_path(tmp_path, fraction):
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.zeros(1, 32)}, whole)
+    data = whole.read_bytes()
+    path = tmp_path / "cut.pt"
+    path.write_bytes(data[:int(len(data) * fraction)])
+    with pytest.raises(LatentFileError, match=f"{path} is not a readable PyTorch checkpoint"):
+        load_latent(path)
+
+
 def test_npy_object_array_rejected(tmp_path):
     path = tmp_path / "objects.npy"
     np.save(path, np.array([{"w": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(LatentFileError) as error:
         load_latent(path)
-    assert f"{path} contains an object array, which only pickle can load" in str(error.value)
+    assert f"{path} is not a valid latent file: it contains an object array, which only pickle can load" in \
+        str(error.value)
     assert "allow_pickle=True" not in str(error.value)
 
 

@@ -1,6 +1,7 @@
 """StyleCLIP's three methods on small untrained models: global directions, latent optimisation and mappers."""
 
 import pickle
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -161,6 +162,11 @@ def test_numbered_folder_not_rewritten_for_same_data(channel_data, tmp_path):
     again = channels.save_numbered_folder(channel_data, tmp_path, "styleclip/fs3")
     assert again == first
     assert [path.name for path in (tmp_path / "styleclip").iterdir()] == ["fs3_00001_"]
+
+
+def test_numbered_folder_expands_date_variables(channel_data, tmp_path):
+    target = channels.save_numbered_folder(channel_data, tmp_path, "%year%/fs3")
+    assert target.parent.name == time.strftime("%Y")
 
 
 def test_numbered_folder_rewritten_when_file_missing(channel_data, tmp_path):
