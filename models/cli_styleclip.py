@@ -22,10 +22,6 @@ EXIT_INTERRUPTED = 130
 
 # The settings' ranges, the same as the StyleCLIP Compute fs3 node's. Flag: (attribute, min, max).
 SETTING_RANGES = {f"--{name.replace('_', '-')}": (name, *bounds) for name, bounds in channels.SETTING_RANGES.items()}
-# StyleGAN2's first block is 4 px. StyleGAN3's first sampling rate is 2 * first_stopband rounded up to a power of
-# two, which is 16 px for the default first_stopband 2**2.1 (models/stylegan3.py).
-# NOTE: a StyleGAN3 config with first_stopband below 2 would have layers below 4 px, and this check rejects them.
-LOWEST_LAYER_RESOLUTION = 4
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 INTERRUPTED_MESSAGE = "Interrupted. Run the same command again to resume from the saved progress."
 
@@ -89,10 +85,6 @@ def _check_arguments(args) -> None:
         raise InvalidInput(f"--num-images {args.num_images} is larger than --num-samples {args.num_samples}. The "
                            f"measured images are the first --num-images sampled latents, so raise --num-samples or "
                            f"lower --num-images.")
-    if 0 < args.max_resolution < LOWEST_LAYER_RESOLUTION:
-        raise InvalidInput(f"--max-resolution {args.max_resolution} selects no layer because no generator has a "
-                           f"convolution layer below {LOWEST_LAYER_RESOLUTION} px. Pass "
-                           f"{LOWEST_LAYER_RESOLUTION} or more, or 0 to measure every layer.")
     if not DEVICE_PATTERN.fullmatch(args.device):
         raise InvalidInput(f"--device {args.device!r} is invalid. Expected auto, cpu, cuda or cuda:N, where N is a "
                            f"GPU index such as cuda:0.")
@@ -153,15 +145,15 @@ def _load_models(args, device):
 
     try:
         generator = load_stylegan(_resolve("stylegan", args.generator), device=device)
-        layers = channels.style_layers(generator)
+        channels.style_layers(generator)  # Raises ValueError for a generator without style space.
     except (CheckpointError, FileNotFoundError, ValueError, pickle.UnpicklingError) as error:
         # UnpicklingError: the restricted unpickler rejected a pickle that references code (UnsafePickleError).
         raise InvalidInput(str(error)) from error
-    if args.max_resolution and not channels.measured_layers(generator, args.max_resolution):
-        lowest = min(layer.resolution for layer in layers if layer.is_conv)
-        raise InvalidInput(f"--max-resolution {args.max_resolution} selects no layer of {args.generator}, whose "
-                           f"lowest convolution layer is {lowest} px. Pass at least {lowest}, or 0 to measure every "
-                           f"layer.")
+    if args.max_resolution:
+        try:
+            channels.check_max_resolution(generator, args.max_resolution, "--max-resolution", where=args.generator)
+        except ValueError as error:
+            raise InvalidInput(str(error)) from None
 
     try:
         clip = load_clip(_resolve("clip", args.clip), model_name=args.clip_model_name, device=device)

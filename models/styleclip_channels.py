@@ -109,6 +109,19 @@ def measured_layers(generator, max_resolution: int | None = DEFAULT_MAX_RESOLUTI
             if layer.is_conv and (max_resolution is None or layer.resolution <= max_resolution)]
 
 
+def check_max_resolution(generator, max_resolution: int | None, input_name: str = "max_resolution",
+                         where: str = "") -> list[StyleLayer]:
+    """Return measured_layers(generator, max_resolution), or raise ValueError naming `input_name` when it is empty."""
+    targets = measured_layers(generator, max_resolution)
+    if not targets:
+        prefix = f"{where}: " if where else ""
+        lowest = min(layer.resolution for layer in style_layers(generator) if layer.is_conv)
+        raise ValueError(f"{prefix}{input_name} {max_resolution} selects no layer: the generator's lowest "
+                         f"convolution layer is {lowest} px. Set {input_name} to at least {lowest}, or 0 to measure "
+                         f"every layer.")
+    return targets
+
+
 def allowed_row_counts(generator) -> list[int]:
     """fs3 row counts that fit `generator`: the channel totals of the first 1, 2, ... convolution style layers."""
     counts = np.cumsum([layer.channels for layer in style_layers(generator) if layer.is_conv])
@@ -781,11 +794,7 @@ def compute_channel_data(generator, clip: CLIPModel, num_images: int = DEFAULT_N
     if delta_std <= 0:
         raise ValueError(f"{prefix}delta_std must be positive, got {delta_std}.")
     layers = style_layers(generator)
-    targets = measured_layers(generator, max_resolution)
-    if not targets:
-        lowest = min(layer.resolution for layer in layers if layer.is_conv)
-        raise ValueError(f"{prefix}no convolution layer is at or below max_resolution {max_resolution} px; the "
-                         f"lowest convolution layer is {lowest} px. Raise max_resolution to at least {lowest}.")
+    targets = check_max_resolution(generator, max_resolution, where=where)
     total = sum(layer.channels for layer in targets)
 
     # 2. Reuse a finished result or resume an interrupted one.
