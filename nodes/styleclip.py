@@ -99,7 +99,7 @@ class LoadStyleCLIPFS3:
 
 
 def _fs3_range(name: str) -> dict:
-    """The min and max of an fs3 setting, from models.styleclip_channels.SETTING_RANGES (the CLI uses them too)."""
+    """Return the min and max of an fs3 setting from models.styleclip_channels.SETTING_RANGES, as the CLI does."""
     low, high = SETTING_RANGES[name]
     return {"min": low, "max": high}
 
