@@ -41,7 +41,6 @@ FORMAT_NAME = "stylebridge-latent"
 FORMAT_VERSION = "1"
 PNG_LATENT_KEY = "stylebridge_latent"
 PNG_ENCODING = "safetensors+base64"
-_ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<folder>input|output|temp)\]$")
 
 
 class LatentFileError(ValueError):
@@ -285,34 +284,6 @@ def list_latent_files(folder: Path) -> list[str]:
         return []
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
                   if path.is_file() and path.suffix.lower() in LATENT_SUFFIXES)
-
-
-def resolve_input_file(name: str, what: str = "file") -> Path:
-    """Return the path of a file named relative to the input folder ("name [output]" or "name [temp]": that folder).
-
-    Raises:
-        ValueError: for an empty or absolute name, or one that leads outside its folder.
-        FileNotFoundError: when the file does not exist.
-    """
-    from ..runtime import host
-
-    folders = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}
-    folder = host.input_dir()
-    match = _ANNOTATION.match(name or "")
-    if match:
-        name, folder = match.group("name"), folders[match.group("folder")]()
-    if not name or not name.strip():
-        raise ValueError(f"The {what} name is empty; choose a file in {folder}.")
-    if Path(name).is_absolute():
-        raise ValueError(f"The {what} name {name!r} is an absolute path; files are read relative to {folder}. Copy "
-                         f"the file there and pass its name.")
-    base = folder.resolve()
-    path = (base / name).resolve()
-    if base not in path.parents:
-        raise ValueError(f"The {what} name {name!r} points outside the folder {folder}.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{what.capitalize()} not found: {path}. Put it in {folder} and pass its name.")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------------

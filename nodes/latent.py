@@ -370,22 +370,22 @@ class LoadStyleGANLatent:
     CATEGORY = FILE_CATEGORY
 
     def load(self, latent_file, generator=None):
-        from ..models.latent_io import load_latent, resolve_input_file
+        from ..models.latent_io import load_latent
+        from ..runtime.core_nodes import resolve_input_file
 
         path = resolve_input_file(latent_file, "latent file")
         return (load_latent(path, generator, where="LoadStyleGANLatent"),)
 
     @classmethod
     def IS_CHANGED(cls, latent_file, generator=None):
-        from ..models.latent_io import resolve_input_file
-        from ..runtime.core_nodes import file_sha256
+        from ..runtime.core_nodes import file_sha256, resolve_input_file
 
         return file_sha256(resolve_input_file(latent_file, "latent file"))
 
     @classmethod
     def VALIDATE_INPUTS(cls, latent_file):
         # Declaring latent_file also skips the list check, so "name [output]" and subfolder names are accepted.
-        from ..models.latent_io import resolve_input_file
+        from ..runtime.core_nodes import resolve_input_file
 
         try:
             resolve_input_file(latent_file, "latent file")
@@ -446,21 +446,21 @@ class LoadLatentFromImage:
     CATEGORY = FILE_CATEGORY
 
     def load(self, image, generator=None):
-        from ..models.latent_io import read_png_latent, resolve_input_file
+        from ..models.latent_io import read_png_latent
+        from ..runtime.core_nodes import resolve_input_file
 
         path = resolve_input_file(image, "image")
         return (read_png_latent(path, generator, where="LoadLatentFromImage"),)
 
     @classmethod
     def IS_CHANGED(cls, image, generator=None):
-        from ..models.latent_io import resolve_input_file
-        from ..runtime.core_nodes import file_sha256
+        from ..runtime.core_nodes import file_sha256, resolve_input_file
 
         return file_sha256(resolve_input_file(image, "image"))
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):
-        from ..models.latent_io import resolve_input_file
+        from ..runtime.core_nodes import resolve_input_file
 
         try:
             resolve_input_file(image, "image")

@@ -65,32 +65,39 @@ def list_input_images() -> list[str]:
     return sorted(names)
 
 
-def resolve_image_path(name: str) -> Path:
-    """Return the file for a LoadImage value: a path relative to the input folder, optionally annotated.
+def resolve_input_file(name: str, file_kind: str = "file") -> Path:
+    """Return the path of a file named relative to the input folder ("name [output]" or "name [temp]": that folder).
 
-    "photo.png [output]" and "photo.png [temp]" refer to the output and temp folders, as in ComfyUI.
+    The annotations are ComfyUI's. `file_kind` names the file in messages ("image file", "latent file").
 
     Raises:
-        ValueError: for an empty name, an absolute path or one that leads outside its folder.
+        ValueError: for an empty or absolute name, or one that leads outside its folder.
         FileNotFoundError: when the file does not exist.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"Invalid image name {name!r}: expected a file name inside {host.input_dir()}.")
+    folders = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}
     folder = host.input_dir()
-    match = _ANNOTATION.match(name)
+    match = _ANNOTATION.match(name or "")
     if match:
-        name = match.group("name")
-        folder = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}[match.group("folder")]()
+        name, folder = match.group("name"), folders[match.group("folder")]()
+    if not name or not name.strip():
+        raise ValueError(f"The {file_kind} name is empty; choose a file in {folder}.")
     if Path(name).is_absolute():
-        raise ValueError(f"Image name {name!r} is an absolute path; LoadImage reads files relative to {folder}. "
-                         f"Copy the file there and pass its name.")
+        raise ValueError(f"The {file_kind} name {name!r} is an absolute path; files are read relative to {folder}. Copy "
+                         f"the file there and pass its name.")
     base = folder.resolve()
     path = (base / name).resolve()
     if base not in path.parents:
-        raise ValueError(f"Image name {name!r} points outside the folder {folder}.")
+        raise ValueError(f"The {file_kind} name {name!r} points outside the folder {folder}.")
     if not path.is_file():
-        raise FileNotFoundError(f"Image file not found: {path}. Put the image in {folder} and pass its file name.")
+        raise FileNotFoundError(f"{file_kind.capitalize()} not found: {path}. Put it in {folder} and pass its name.")
     return path
+
+
+def resolve_image_path(name: str) -> Path:
+    """Return the file for a LoadImage value (see resolve_input_file); raise ValueError for a value that is no name."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"Invalid image name {name!r}: expected a file name inside {host.input_dir()}.")
+    return resolve_input_file(name, "image file")
 
 
 def _frame_to_rgb(frame: Image.Image) -> np.ndarray:
